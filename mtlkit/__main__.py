@@ -1,0 +1,3 @@
+from mtlkit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""Hook specifications: the documented extension points of mtlkit.
+
+A plugin is a module (or object) with functions marked by
+:data:`mtlkit.hookimpl` whose names match the specifications below. It is
+found through an entry point of group ``mtlkit`` in its distribution's
+metadata, e.g. in ``setup.py``::
+
+    entry_points={"mtlkit": ["contours = my_package.plugin"]}
+
+and ``my_package/plugin.py``::
+
+    from mtlkit import hookimpl
+
+    @hookimpl
+    def mtlkit_register_tasks(registry):
+        registry.add("contours", ContourTask)
+
+Each hook receives a :class:`mtlkit.registry.Registrar` bound to one kind of
+component and to the distribution that provides the plugin, so every name it
+adds is recorded with its origin. Registering a name that another
+distribution already registered is an error naming both.
+
+Every registered object may carry a ``defaults`` class attribute: a dict of
+option name -> default value. Configuration validation uses it to refuse
+unknown options (with a did-you-mean) and values of the wrong type.
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("mtlkit")
+
+
+@hookspec
+def mtlkit_register_backbones(registry) -> None:
+    """Register backbone factories.
+
+    ``registry.add(name, cls)`` where ``cls(**options)`` builds an
+    ``nn.Module`` mapping images (B, 3, H, W) to a feature map
+    (B, C, H/s, W/s) and exposing ``out_channels`` (C) and ``stride`` (s).
+
+    :param registry: a :class:`mtlkit.registry.Registrar` for kind ``backbone``.
+    """
+
+
+@hookspec
+def mtlkit_register_tasks(registry) -> None:
+    """Register tasks (primary or auxiliary).
+
+    ``registry.add(name, cls)`` where ``cls`` subclasses
+    :class:`mtlkit.task.Task`: it states its role, the batch keys it needs,
+    how to build its head, its loss (masked per sample), its metric and
+    optionally a picture of a prediction.
+
+    :param registry: a :class:`mtlkit.registry.Registrar` for kind ``task``.
+    """
+
+
+@hookspec
+def mtlkit_register_fusions(registry) -> None:
+    """Register fusions: how auxiliary features are merged back into X.
+
+    ``registry.add(name, cls)`` where ``cls`` subclasses
+    :class:`mtlkit.fusion.Fusion`.
+
+    :param registry: a :class:`mtlkit.registry.Registrar` for kind ``fusion``.
+    """
+
+
+@hookspec
+def mtlkit_register_datasets(registry) -> None:
+    """Register datasets.
+
+    ``registry.add(name, factory)`` where ``factory(**options)`` returns a
+    ``torch.utils.data.Dataset`` of samples in the batch contract (see
+    ``mtlkit.data``). Selected in a config by ``type: <name>``.
+
+    :param registry: a :class:`mtlkit.registry.Registrar` for kind ``dataset``.
+    """
+
+
+@hookspec
+def mtlkit_register_weightings(registry) -> None:
+    """Register loss weightings: how per-task losses combine into one.
+
+    ``registry.add(name, cls)`` where ``cls`` subclasses
+    :class:`mtlkit.weighting.LossWeighting`.
+
+    :param registry: a :class:`mtlkit.registry.Registrar` for kind ``weighting``.
+    """

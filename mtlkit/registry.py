@@ -1,0 +1,266 @@
+"""The plugin manager: finds plugins and holds every registered component.
+
+Plugins are modules exposing hook implementations (see
+:mod:`mtlkit.hookspecs`) and are found through entry points of group
+``mtlkit``. The built-in plugins (package ``mtlkit_plugins``) are found the
+same way, through the ``mtlkit`` distribution's own entry points.
+
+Environment:
+
+* ``MTLKIT_DISABLE_PLUGIN_AUTOLOAD=1`` loads the built-ins only.
+
+Usage::
+
+    from mtlkit.registry import get_registry
+    reg = get_registry()
+    TaskClass = reg.get("task", "depth")        # did-you-mean error if unknown
+    reg.names("fusion")                          # ['concat', 'gated', ...]
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import pluggy
+
+from mtlkit import hookspecs
+from mtlkit.errors import MtlkitError
+
+#: kind -> name of the hook that registers components of that kind
+KINDS: Dict[str, str] = {
+    "backbone": "mtlkit_register_backbones",
+    "task": "mtlkit_register_tasks",
+    "fusion": "mtlkit_register_fusions",
+    "dataset": "mtlkit_register_datasets",
+    "weighting": "mtlkit_register_weightings",
+}
+
+BUILTIN_DISTRIBUTION = "mtlkit"
+BUILTIN_MODULES = (
+    "mtlkit_plugins.backbones",
+    "mtlkit_plugins.tasks",
+    "mtlkit_plugins.fusions",
+    "mtlkit_plugins.datasets",
+    "mtlkit_plugins.weightings",
+)
+
+
+class RegistryError(MtlkitError):
+    """An unknown name, a duplicate name or an unknown kind."""
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a registered component comes from."""
+
+    distribution: str
+    version: str
+    plugin: str  # entry-point (or plugin) name
+
+    def __str__(self) -> str:
+        return f"{self.distribution} {self.version} (plugin '{self.plugin}')"
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str
+    name: str
+    obj: Any
+    origin: Origin
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that could not be loaded, and why."""
+
+    plugin: str
+    distribution: str
+    error: str
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """A ``" (did you mean 'x'?)"`` suffix, or ``""`` when nothing is close."""
+    close = difflib.get_close_matches(str(name), list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class Registrar:
+    """What a registration hook receives: adds names of one kind for one plugin."""
+
+    def __init__(self, registry: "Registry", kind: str, origin: Origin):
+        self._registry = registry
+        self.kind = kind
+        self.origin = origin
+
+    def add(self, name: str, obj: Any) -> None:
+        """Register ``obj`` under ``name`` for this registrar's kind."""
+        self._registry._add(self.kind, name, obj, self.origin)
+
+
+class Registry:
+    """Holds the components of every kind, by name, with their origin."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager("mtlkit")
+        self.pm.add_hookspecs(hookspecs)
+        self._entries: Dict[str, Dict[str, Entry]] = {kind: {} for kind in KINDS}
+        self._origins: Dict[str, Origin] = {}  # plugin name -> origin
+        self.failures: List[PluginFailure] = []
+
+    # -- registration ---------------------------------------------------------
+    def _add(self, kind: str, name: str, obj: Any, origin: Origin) -> None:
+        if kind not in self._entries:
+            raise RegistryError(f"unknown component kind '{kind}'{did_you_mean(kind, KINDS)}")
+        if not isinstance(name, str) or not name:
+            raise RegistryError(f"{origin} registered a {kind} with an invalid name {name!r}")
+        previous = self._entries[kind].get(name)
+        if previous is not None:
+            raise RegistryError(
+                f"{kind} '{name}' is registered twice: by {previous.origin} and by {origin}; "
+                f"uninstall one of the two distributions or rename the {kind}"
+            )
+        self._entries[kind][name] = Entry(kind, name, obj, origin)
+
+    def register_plugin(self, plugin: Any, name: str, distribution: str = "local",
+                        version: str = "") -> None:
+        """Register a plugin object (a module or any object with hook functions)
+        and run its registration hooks. Used for entry points, and directly by
+        code or tests that define a plugin in place."""
+        origin = Origin(distribution, version, name)
+        self.pm.register(plugin, name=name)
+        self._origins[name] = origin
+        for kind, hook_name in KINDS.items():
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                if impl.plugin_name == name:
+                    impl.function(registry=Registrar(self, kind, origin))
+
+    def load_entry_points(self, builtins_only: bool = False) -> None:
+        """Load every plugin of entry-point group ``mtlkit``.
+
+        A plugin that fails to import (or whose hooks raise anything but a
+        :class:`RegistryError`) is recorded in :attr:`failures`, warned about
+        by name and skipped; the others load.
+        """
+        eps = sorted(
+            metadata.entry_points(group="mtlkit"),
+            key=lambda ep: (_dist_name(ep) != BUILTIN_DISTRIBUTION, _dist_name(ep), ep.name),
+        )
+        seen_dists = set()
+        loaded_builtin = False
+        for ep in eps:
+            dist, version = _dist_name(ep), _dist_version(ep)
+            is_builtin = dist == BUILTIN_DISTRIBUTION
+            if builtins_only and not is_builtin:
+                continue
+            key = (dist, ep.name)
+            if key in seen_dists:  # the same distribution seen twice on sys.path
+                continue
+            seen_dists.add(key)
+            plugin_name = ep.name if is_builtin else f"{dist}:{ep.name}"
+            try:
+                module = ep.load()
+                self.register_plugin(module, plugin_name, dist, version)
+            except RegistryError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the host
+                self._fail(plugin_name, dist, exc)
+                continue
+            loaded_builtin |= is_builtin
+        if not loaded_builtin:
+            # Running from a source tree that was never installed: the
+            # built-ins have no entry points, import them directly.
+            for module_name in BUILTIN_MODULES:
+                short = module_name.rsplit(".", 1)[1]
+                try:
+                    module = importlib.import_module(module_name)
+                    self.register_plugin(module, short, BUILTIN_DISTRIBUTION, _mtlkit_version())
+                except RegistryError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    self._fail(short, BUILTIN_DISTRIBUTION, exc)
+
+    def _fail(self, plugin: str, dist: str, exc: BaseException) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        self.failures.append(PluginFailure(plugin, dist, message))
+        # The plugin may have been half-registered with pluggy before failing.
+        if self.pm.has_plugin(plugin):
+            self.pm.unregister(name=plugin)
+        warnings.warn(
+            f"mtlkit: plugin '{plugin}' from distribution '{dist}' failed to load and is "
+            f"skipped: {message}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    # -- lookup ---------------------------------------------------------------
+    def get(self, kind: str, name: str) -> Any:
+        """The object registered as ``name`` of ``kind``; a clear error if none."""
+        return self.entry(kind, name).obj
+
+    def entry(self, kind: str, name: str) -> Entry:
+        if kind not in self._entries:
+            raise RegistryError(f"unknown component kind '{kind}'{did_you_mean(kind, KINDS)}")
+        try:
+            return self._entries[kind][name]
+        except (KeyError, TypeError):
+            known = sorted(self._entries[kind])
+            raise RegistryError(
+                f"unknown {kind} '{name}'{did_you_mean(name, known)}; "
+                f"registered: {', '.join(known) or 'none'}"
+            ) from None
+
+    def names(self, kind: str) -> List[str]:
+        return sorted(self._entries[kind])
+
+    def entries(self) -> List[Entry]:
+        return [e for kind in KINDS for e in sorted(self._entries[kind].values(),
+                                                     key=lambda e: e.name)]
+
+    def __contains__(self, kind_name: Tuple[str, str]) -> bool:
+        kind, name = kind_name
+        return name in self._entries.get(kind, {})
+
+
+def _dist_name(ep: metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return dist.metadata["Name"] if dist is not None else "unknown"
+
+
+def _dist_version(ep: metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return dist.version if dist is not None else ""
+
+
+def _mtlkit_version() -> str:
+    from mtlkit import __version__
+
+    return __version__
+
+
+_REGISTRY: Optional[Registry] = None
+
+
+def autoload_disabled() -> bool:
+    return os.environ.get("MTLKIT_DISABLE_PLUGIN_AUTOLOAD", "").lower() in ("1", "true", "yes")
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loaded on first use."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        registry = Registry()
+        registry.load_entry_points(builtins_only=autoload_disabled())
+        _REGISTRY = registry
+    return _REGISTRY
+
+
+def reset_registry() -> None:
+    """Forget the loaded registry (the next :func:`get_registry` reloads)."""
+    global _REGISTRY
+    _REGISTRY = None
