@@ -1,0 +1,1 @@
+"""Core CLI commands (see :mod:`mtlkit.cli`)."""
