@@ -120,7 +120,8 @@ setup(
         # The built-ins are registered exactly like a third-party plugin package.
         "mtlkit": [
             "backbones = mtlkit_plugins.backbones",
-            "tasks = mtlkit_plugins.tasks",
+            "detection = mtlkit_plugins.detection",
+            "auxiliary_tasks = mtlkit_plugins.auxiliary_tasks",
             "fusions = mtlkit_plugins.fusions",
             "datasets = mtlkit_plugins.datasets",
             "weightings = mtlkit_plugins.weightings",

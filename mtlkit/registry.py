@@ -44,7 +44,8 @@ KINDS: Dict[str, str] = {
 BUILTIN_DISTRIBUTION = "mtlkit"
 BUILTIN_MODULES = (
     "mtlkit_plugins.backbones",
-    "mtlkit_plugins.tasks",
+    "mtlkit_plugins.detection",
+    "mtlkit_plugins.auxiliary_tasks",
     "mtlkit_plugins.fusions",
     "mtlkit_plugins.datasets",
     "mtlkit_plugins.weightings",
