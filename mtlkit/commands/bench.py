@@ -1,0 +1,53 @@
+"""``mtlkit bench``: run the pytest-benchmark suites of a source checkout.
+
+Benchmarks live in ``benchmarks/`` beside the package (they are not
+installed); each suite measures mtlkit against a baseline in the same run and
+prints the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+from mtlkit.errors import MtlkitError
+
+_SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SUITES_DIR = os.path.join(_SOURCE_ROOT, "benchmarks")
+
+
+def available_suites() -> list:
+    if not os.path.isdir(SUITES_DIR):
+        return []
+    return sorted(f[len("test_"):-3] for f in os.listdir(SUITES_DIR)
+                  if f.startswith("test_") and f.endswith(".py"))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("suites", nargs="*", metavar="SUITE",
+                        help="suites to run (default: all); e.g. ops, overhead, eval, data")
+    parser.add_argument("--json", metavar="PATH", help="also save pytest-benchmark's JSON here")
+    parser.add_argument("-k", metavar="EXPR", help="pytest -k expression to select benchmarks")
+
+
+def main(args: argparse.Namespace) -> int:
+    known = available_suites()
+    if not known:
+        raise MtlkitError(f"no benchmark suites found in {SUITES_DIR}: "
+                          "`mtlkit bench` needs a source checkout of mtlkit")
+    for suite in args.suites:
+        if suite not in known:
+            from mtlkit.registry import did_you_mean
+
+            raise MtlkitError(f"unknown benchmark suite '{suite}'{did_you_mean(suite, known)}; "
+                              f"available: {', '.join(known)}")
+    files = [os.path.join(SUITES_DIR, f"test_{s}.py") for s in (args.suites or known)]
+    command = [sys.executable, "-m", "pytest", *files, "-o", "addopts=", "-p", "no:cacheprovider",
+               "-q", "-s", "--benchmark-columns=min,mean,median,stddev,rounds"]
+    if args.json:
+        command.append(f"--benchmark-json={args.json}")
+    if args.k:
+        command += ["-k", args.k]
+    return subprocess.call(command, cwd=os.path.dirname(SUITES_DIR))

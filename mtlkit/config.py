@@ -1,0 +1,375 @@
+"""Configuration: YAML files with ``_base_`` inheritance, ``-o`` overrides, validation.
+
+A config is a plain nested ``dict``. :func:`load_config` reads a file, merges
+its ``_base_`` files (a path or a list of paths relative to the file, merged
+in order, then the file itself on top: dicts merge key by key, anything else
+replaces), applies ``key.path=value`` overrides (values parsed as YAML, so
+``-o train.iters=10`` is an int and ``-o model.fusion=gated`` a string) and
+validates the result against the schema:
+
+* the core layout below (sections ``model``, ``data``, ``train``, ``eval``);
+* each plugin's ``defaults`` (option -> default) for the options of the
+  component selected by name (backbone, fusion, weighting, each task, each
+  dataset by ``type``);
+* the engine's ``TRAIN_DEFAULTS`` / ``EVAL_DEFAULTS`` and the data
+  transforms' defaults, where those modules provide them.
+
+An unknown key or plugin name fails with one line naming it and the closest
+valid ones ("did you mean 'residual'?"); a wrong type names the field and the
+expected type. Component entries may be written as a bare name (``fusion:
+residual``) and are normalised to ``{"name": "residual"}``; a task set to
+``null`` or ``false`` in ``model.tasks`` is dropped (``-o model.tasks.depth=null``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import yaml
+
+from mtlkit.errors import ConfigError
+from mtlkit.registry import RegistryError, did_you_mean, get_registry
+from mtlkit.utils.io import atomic_write
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+BASE_KEY = "_base_"
+
+#: top-level sections and what they hold
+TOP_LEVEL_KEYS = ("name", "description", "model", "data", "train", "eval")
+
+#: model keys that select a registered component: key -> (kind, name field)
+MODEL_COMPONENTS = {"backbone": "backbone", "fusion": "fusion", "weighting": "weighting"}
+
+DATA_SPLITS = ("train", "val", "test")
+DATA_DEFAULTS: Dict[str, Any] = {
+    "train": None,
+    "val": None,
+    "test": None,
+    "image_size": [240, 320],
+    "batch_size": 8,
+    "num_workers": 0,
+    "augment": {},
+}
+
+
+# ----------------------------------------------------------------------------
+# loading
+# ----------------------------------------------------------------------------
+def read_yaml(path: PathLike) -> Dict[str, Any]:
+    """Read one YAML mapping with ``yaml.safe_load``; clear errors otherwise."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> Dict[str, Any]:
+    """Recursive merge: dicts merge key by key, anything else in ``top`` replaces."""
+    out = copy.deepcopy(dict(base))
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _load_with_bases(path: str, stack: Tuple[str, ...]) -> Dict[str, Any]:
+    real = os.path.realpath(path)
+    if real in stack:
+        chain = " -> ".join(list(stack) + [real])
+        raise ConfigError(f"{path}: circular _base_ inheritance: {chain}")
+    data = read_yaml(path)
+    bases = data.pop(BASE_KEY, [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: _base_ must be a path or a list of paths, got {bases!r}")
+    merged: Dict[str, Any] = {}
+    folder = os.path.dirname(os.path.abspath(path))
+    for base in bases:
+        base_path = base if os.path.isabs(base) else os.path.join(folder, base)
+        if not os.path.isfile(base_path):
+            raise ConfigError(f"{path}: _base_ file not found: {base} (looked at {base_path})")
+        merged = merge(merged, _load_with_bases(base_path, stack + (real,)))
+    return merge(merged, data)
+
+
+def parse_override(text: str) -> Tuple[List[str], Any]:
+    """``"a.b=c"`` -> (["a", "b"], yaml-typed value)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.path=value")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not key.strip() or any(not p for p in parts):
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, Any]:
+    """Apply ``key.path=value`` overrides to a copy of ``cfg``."""
+    out = copy.deepcopy(cfg)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif isinstance(child, str) and parts[: i + 1][-1] in MODEL_COMPONENTS:
+                # "fusion: residual" then "-o model.fusion.per=pixel"
+                child = node[part] = {"name": child}
+            elif not isinstance(child, dict):
+                where = ".".join(parts[: i + 1])
+                raise ConfigError(
+                    f"override {text!r}: '{where}' is a {type(child).__name__}, not a section"
+                )
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(
+    source: Union[PathLike, Mapping[str, Any]],
+    overrides: Sequence[str] = (),
+    validate: bool = True,
+) -> Dict[str, Any]:
+    """Load a config from a path (with ``_base_``) or a dict, apply overrides,
+    validate and normalise it. Returns a new dict."""
+    if isinstance(source, Mapping):
+        cfg = copy.deepcopy(dict(source))
+        cfg.pop(BASE_KEY, None)
+    else:
+        cfg = _load_with_bases(os.fspath(source), ())
+    cfg = apply_overrides(cfg, overrides)
+    return validate_config(cfg) if validate else cfg
+
+
+def save_config(cfg: Mapping[str, Any], path: PathLike) -> None:
+    """Write the resolved config as YAML, atomically."""
+    with atomic_write(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(_plain(cfg), handle, sort_keys=False, default_flow_style=None)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists so that safe_dump writes plain YAML."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ----------------------------------------------------------------------------
+# validation
+# ----------------------------------------------------------------------------
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+               list: "a list", dict: "a mapping"}
+
+
+def _expected(default: Any) -> Optional[type]:
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        return bool
+    if isinstance(default, int):
+        return int
+    if isinstance(default, float):
+        return float
+    if isinstance(default, str):
+        return str
+    if isinstance(default, (list, tuple)):
+        return list
+    if isinstance(default, Mapping):
+        return dict
+    return type(default)
+
+
+def _type_ok(value: Any, expected: Optional[type]) -> bool:
+    if expected is None or value is None:
+        return True  # None means "not set / use the default behaviour"
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is list:
+        return isinstance(value, (list, tuple))
+    if expected is dict:
+        return isinstance(value, Mapping)
+    return isinstance(value, expected)
+
+
+def check_options(
+    options: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    where: str,
+    choices: Optional[Mapping[str, Sequence[Any]]] = None,
+) -> None:
+    """Check ``options`` against a defaults dict (recursing into dict defaults
+    that list their keys; an empty dict default accepts any mapping)."""
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {_describe(options)}")
+    for key, value in options.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in defaults:
+            raise ConfigError(
+                f"unknown key '{path}'{did_you_mean(key, defaults)}; "
+                f"valid keys of '{where or 'config'}': {', '.join(sorted(map(str, defaults))) or 'none'}"
+            )
+        default = defaults[key]
+        expected = _expected(default)
+        if not _type_ok(value, expected):
+            raise ConfigError(
+                f"{path}: expected {_TYPE_NAMES.get(expected, expected.__name__)}, "
+                f"got {_describe(value)}"
+            )
+        allowed = (choices or {}).get(path) or (choices or {}).get(key)
+        if allowed is not None and value is not None and value not in allowed:
+            raise ConfigError(
+                f"{path}: invalid value {value!r}{did_you_mean(value, map(str, allowed))}; "
+                f"expected one of: {', '.join(map(str, allowed))}"
+            )
+        if expected is dict and default and isinstance(value, Mapping):
+            sub_choices = {k[len(key) + 1:]: v for k, v in (choices or {}).items()
+                           if k.startswith(f"{key}.")}
+            check_options(value, default, path, sub_choices)
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}" if not isinstance(value, Mapping) else "a mapping"
+
+
+def _component(spec: Any, where: str, name_key: str = "name") -> Dict[str, Any]:
+    """Normalise ``"residual"`` / ``{"name": "residual", ...}`` to a dict."""
+    if isinstance(spec, str):
+        return {name_key: spec}
+    if isinstance(spec, Mapping):
+        if name_key not in spec:
+            raise ConfigError(f"{where}: missing '{name_key}' (which plugin to use)")
+        if not isinstance(spec[name_key], str):
+            raise ConfigError(f"{where}.{name_key}: expected a string, got {_describe(spec[name_key])}")
+        return dict(spec)
+    raise ConfigError(f"{where}: expected a plugin name or a mapping with '{name_key}', "
+                      f"got {_describe(spec)}")
+
+
+def _lookup(kind: str, name: str, where: str) -> Any:
+    try:
+        return get_registry().get(kind, name)
+    except RegistryError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _check_component(spec: Any, kind: str, where: str, name_key: str = "name") -> Dict[str, Any]:
+    spec = _component(spec, where, name_key)
+    obj = _lookup(kind, spec[name_key], f"{where}.{name_key}" if name_key != "name" else where)
+    defaults = dict(getattr(obj, "defaults", None) or {})
+    options = {k: v for k, v in spec.items() if k != name_key}
+    check_options(options, defaults, where, getattr(obj, "choices", None))
+    return spec
+
+
+def _optional_defaults(module: str, attr: str) -> Optional[Any]:
+    """A schema provided by another module, or None while it does not exist."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            return None
+        raise
+    return getattr(mod, attr, None)
+
+
+def validate_config(cfg: Mapping[str, Any]) -> Dict[str, Any]:
+    """Validate a merged config and return its normalised copy; raises
+    :class:`ConfigError` on the first problem."""
+    from mtlkit.task import COMMON_DEFAULTS
+
+    cfg = copy.deepcopy(dict(cfg))
+    check_options({k: None for k in cfg}, dict.fromkeys(TOP_LEVEL_KEYS), "")
+
+    model = cfg.get("model")
+    if model is not None:
+        if not isinstance(model, Mapping):
+            raise ConfigError(f"model: expected a mapping, got {_describe(model)}")
+        block_defaults = _optional_defaults("mtlkit.models.rock", "BLOCK_DEFAULTS")
+        model_keys = {"backbone": None, "fusion": None, "weighting": None, "tasks": {},
+                      "block": block_defaults if block_defaults is not None else {}}
+        check_options({k: None for k in model}, model_keys, "model")
+        for key, kind in MODEL_COMPONENTS.items():
+            if model.get(key) is not None:
+                model[key] = _check_component(model[key], kind, f"model.{key}")
+        if model.get("block") is not None and block_defaults is not None:
+            check_options(model["block"], block_defaults, "model.block")
+        tasks = model.get("tasks") or {}
+        if not isinstance(tasks, Mapping):
+            raise ConfigError(f"model.tasks: expected a mapping task name -> options, got {_describe(tasks)}")
+        kept = {}
+        for name, options in tasks.items():
+            if options is None or options is False:
+                continue  # dropped, e.g. by -o model.tasks.depth=null
+            if options is True:
+                options = {}
+            task_cls = _lookup("task", name, f"model.tasks.{name}")
+            defaults = {**COMMON_DEFAULTS, **(getattr(task_cls, "defaults", None) or {})}
+            check_options(options, defaults, f"model.tasks.{name}", getattr(task_cls, "choices", None))
+            kept[name] = dict(options)
+        model["tasks"] = kept
+
+    data = cfg.get("data")
+    if data is not None:
+        augment_defaults = _optional_defaults("mtlkit.data.transforms", "AUGMENT_DEFAULTS")
+        data_defaults = dict(DATA_DEFAULTS)
+        if augment_defaults is not None:
+            data_defaults["augment"] = augment_defaults
+        check_options({k: v for k, v in data.items() if k not in DATA_SPLITS},
+                      {k: v for k, v in data_defaults.items() if k not in DATA_SPLITS}, "data")
+        for split in DATA_SPLITS:
+            if data.get(split) is not None:
+                data[split] = _check_component(data[split], "dataset", f"data.{split}", "type")
+        size = data.get("image_size")
+        if size is not None and (len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size)):
+            raise ConfigError(f"data.image_size: expected [height, width] positive integers, got {size!r}")
+
+    for section, attr in (("train", "TRAIN_DEFAULTS"), ("eval", "EVAL_DEFAULTS")):
+        if cfg.get(section) is None:
+            continue
+        defaults = _optional_defaults("mtlkit.engine.schema", attr)
+        if defaults is None:
+            continue
+        choices = _optional_defaults("mtlkit.engine.schema", attr.replace("DEFAULTS", "CHOICES"))
+        check_options(cfg[section], defaults, section, choices)
+    return cfg
+
+
+def get(cfg: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
+    """``get(cfg, "train.optimizer.lr")`` with a default for missing keys."""
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
