@@ -1,0 +1,131 @@
+"""The plugin system: built-ins via entry points, third-party plugins, broken
+plugins skipped, duplicate names refused, autoload switch, `mtlkit plugins`."""
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+import mtlkit
+from mtlkit.registry import BUILTIN_MODULES, KINDS, Registry, RegistryError, get_registry
+
+TOY_PLUGIN = """
+    from mtlkit import hookimpl
+
+    class ToyFusion:
+        defaults = {"alpha": 0.5}
+
+    @hookimpl
+    def mtlkit_register_fusions(registry):
+        registry.add("toy_fusion", ToyFusion)
+"""
+
+BROKEN_PLUGIN = """
+    import a_module_that_does_not_exist  # noqa: F401
+"""
+
+CLASHING_PLUGIN = """
+    from mtlkit import hookimpl
+
+    @hookimpl
+    def mtlkit_register_fusions(registry):
+        registry.add("toy_fusion", object)
+"""
+
+
+def _run_cli(*args, env_extra=None):
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "mtlkit", *args], capture_output=True,
+                          text=True, env=env, timeout=120)
+
+
+def test_builtins_load_through_entry_points_of_the_mtlkit_distribution(fresh_registry):
+    registry = fresh_registry()
+    assert registry.failures == []
+    names = dict(registry.pm.list_name_plugin())
+    for module_name in BUILTIN_MODULES:
+        short = module_name.rsplit(".", 1)[1]
+        assert names[short].__name__ == module_name
+    for entry in registry.entries():
+        if entry.origin.plugin in names and entry.origin.distribution == "mtlkit":
+            assert entry.origin.version == mtlkit.__version__
+    # the built-ins must not be importable as a generic top-level "plugins" package
+    assert all(not m.startswith("plugins.") for m in BUILTIN_MODULES)
+
+
+def test_third_party_plugin_appears_with_its_distribution(plugin_site):
+    plugin_site("mtlkit-toy", "1.2.3", {"toy": "toy_plugin"}, {"toy_plugin.py": TOY_PLUGIN})
+    registry = get_registry()
+    entry = registry.entry("fusion", "toy_fusion")
+    assert (entry.origin.distribution, entry.origin.version) == ("mtlkit-toy", "1.2.3")
+    assert entry.obj.defaults == {"alpha": 0.5}
+    result = _run_cli("plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)["plugins"]
+    assert {"kind": "fusion", "name": "toy_fusion", "distribution": "mtlkit-toy",
+            "version": "1.2.3", "plugin": "mtlkit-toy:toy"} in listed
+
+
+def test_broken_plugin_is_reported_and_skipped(plugin_site):
+    plugin_site("mtlkit-toy", "1.2.3", {"toy": "toy_plugin"}, {"toy_plugin.py": TOY_PLUGIN})
+    plugin_site("mtlkit-broken", "0.1", {"broken": "broken_plugin"},
+                {"broken_plugin.py": BROKEN_PLUGIN})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        registry = get_registry()
+    assert [f.plugin for f in registry.failures] == ["mtlkit-broken:broken"]
+    assert "a_module_that_does_not_exist" in registry.failures[0].error
+    assert any("mtlkit-broken:broken" in str(w.message) for w in caught)
+    assert ("fusion", "toy_fusion") in registry  # the healthy plugin still loaded
+    result = _run_cli("plugins")
+    assert result.returncode == 0
+    assert "toy_fusion" in result.stdout
+    assert "failed: plugin 'mtlkit-broken:broken' from mtlkit-broken" in result.stdout
+
+
+def test_duplicate_name_is_refused_naming_both_distributions(plugin_site):
+    plugin_site("mtlkit-toy", "1.2.3", {"toy": "toy_plugin"}, {"toy_plugin.py": TOY_PLUGIN})
+    plugin_site("mtlkit-clash", "9.9", {"clash": "clash_plugin"},
+                {"clash_plugin.py": CLASHING_PLUGIN})
+    with pytest.raises(RegistryError) as info:
+        get_registry()
+    message = str(info.value)
+    assert "fusion 'toy_fusion' is registered twice" in message
+    assert "mtlkit-toy 1.2.3" in message and "mtlkit-clash 9.9" in message
+    result = _run_cli("plugins")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: fusion 'toy_fusion' is registered twice")
+    assert "Traceback" not in result.stderr
+
+
+def test_autoload_switch_loads_builtins_only(plugin_site, monkeypatch):
+    plugin_site("mtlkit-toy", "1.2.3", {"toy": "toy_plugin"}, {"toy_plugin.py": TOY_PLUGIN})
+    monkeypatch.setenv("MTLKIT_DISABLE_PLUGIN_AUTOLOAD", "1")
+    registry = get_registry()
+    assert ("fusion", "toy_fusion") not in registry
+    assert {name for name, _ in registry.pm.list_name_plugin()} == {
+        m.rsplit(".", 1)[1] for m in BUILTIN_MODULES}
+
+
+def test_in_place_plugin_and_lookup_errors():
+    registry = Registry()
+
+    class Plugin:
+        @mtlkit.hookimpl
+        def mtlkit_register_tasks(self, registry):
+            registry.add("centres", dict)
+
+    registry.register_plugin(Plugin(), "local-plugin")
+    assert registry.get("task", "centres") is dict
+    assert registry.names("task") == ["centres"]
+    with pytest.raises(RegistryError, match=r"unknown task 'centre' \(did you mean 'centres'\?\)"):
+        registry.get("task", "centre")
+    with pytest.raises(RegistryError, match="unknown component kind 'tsk'"):
+        registry.get("tsk", "centres")
+    with pytest.raises(RegistryError, match="registered twice"):
+        registry.register_plugin(Plugin(), "another-name")
+    assert set(KINDS) == {"backbone", "task", "fusion", "dataset", "weighting"}
