@@ -1,0 +1,262 @@
+"""Pure-PyTorch reference implementations of the detection ops.
+
+These define the semantics; the native kernels (``csrc/``) reproduce them bit for
+bit on float32 inputs. They take already validated inputs (see ``mtlkit.ops`` for
+the public, checked entry points): float32 or float64 tensors on one device.
+
+Exactness rules shared with the native kernels:
+
+* IoU is computed in the boxes' dtype as ``inter / (area_a + area_b - inter)``
+  with ``area = clamp(x2 - x1, 0) * clamp(y2 - y1, 0)``; it is 0 whenever the
+  union is not a positive number (zero-area pairs, NaN coordinates, inf - inf).
+  So ``box_iou`` never returns NaN and a degenerate box never suppresses.
+* Thresholds are compared in float64 (``float(iou) > threshold``), like
+  torchvision's CPU kernel.
+* Encoding / decoding run in float64 and are rounded to the input dtype once, so
+  the result does not depend on which ``exp`` / ``log`` implementation ran.
+* Orders are stable: equal scores keep the lower index first.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+
+__all__ = [
+    "Detections",
+    "box_area",
+    "box_iou",
+    "cxcywh_to_xyxy",
+    "nms",
+    "batched_nms",
+    "ssd_encode",
+    "ssd_match",
+    "ssd_decode",
+    "ssd_postprocess",
+]
+
+
+class Detections(NamedTuple):
+    """Detections of one image, sorted by decreasing score.
+
+    boxes (K, 4) xyxy, scores (K,), labels (K,) int64 in 1..C-1.
+    """
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
+
+
+def box_area(boxes: torch.Tensor) -> torch.Tensor:
+    """(N, 4) xyxy -> (N,) areas; inverted sides count as 0, NaN propagates."""
+    wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0)
+    return wh[:, 0] * wh[:, 1]
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N, 4), (M, 4) xyxy -> (N, M) IoU, 0 where the union is not positive."""
+    area_a = box_area(a)
+    area_b = box_area(b)
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area_a[:, None] + area_b[None, :] - inter
+    return torch.where(union > 0, inter / union, torch.zeros((), dtype=inter.dtype, device=inter.device))
+
+
+def _iou_one_to_many(box: torch.Tensor, area: torch.Tensor, boxes: torch.Tensor, areas: torch.Tensor):
+    """IoU of one box (4,) with boxes (K, 4), same arithmetic as :func:`box_iou`."""
+    lt = torch.maximum(box[:2], boxes[:, :2])
+    rb = torch.minimum(box[2:], boxes[:, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[:, 0] * wh[:, 1]
+    union = area + areas - inter
+    return torch.where(union > 0, inter / union, torch.zeros((), dtype=inter.dtype, device=inter.device))
+
+
+def _sort_desc(scores: torch.Tensor) -> torch.Tensor:
+    """Indices by decreasing score, lower index first on ties (NaN sorts first)."""
+    return torch.sort(scores, descending=True, stable=True).indices
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy NMS. boxes (N, 4) xyxy, scores (N,) -> kept indices (K,) int64 by decreasing score.
+
+    A box is suppressed by a kept, higher-ranked box when their IoU > iou_threshold.
+    """
+    n = boxes.shape[0]
+    if n == 0:
+        return torch.empty(0, dtype=torch.int64, device=boxes.device)
+    order = _sort_desc(scores)
+    b = boxes[order]
+    areas = box_area(b)
+    alive = torch.arange(n, device=boxes.device)
+    keep = []
+    while alive.numel() > 0:
+        i = alive[0]
+        keep.append(i)
+        rest = alive[1:]
+        if rest.numel() == 0:
+            break
+        iou = _iou_one_to_many(b[i], areas[i], b[rest], areas[rest])
+        alive = rest[~(iou.to(torch.float64) > iou_threshold)]
+    return order[torch.stack(keep)]
+
+
+def batched_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
+    """NMS within each value of ``idxs`` (N,); kept indices by decreasing score, lower index on ties."""
+    n = boxes.shape[0]
+    if n == 0:
+        return torch.empty(0, dtype=torch.int64, device=boxes.device)
+    kept = []
+    for g in torch.unique(idxs):
+        members = (idxs == g).nonzero().squeeze(1)
+        kept.append(members[nms(boxes[members], scores[members], iou_threshold)])
+    keep = torch.cat(kept).sort().values
+    return keep[_sort_desc(scores[keep])]
+
+
+def cxcywh_to_xyxy(priors: torch.Tensor) -> torch.Tensor:
+    """(P, 4) cx, cy, w, h -> (P, 4) x1, y1, x2, y2 (in the priors' dtype)."""
+    half = priors[:, 2:] / 2
+    return torch.cat([priors[:, :2] - half, priors[:, :2] + half], dim=1)
+
+
+def ssd_encode(gt: torch.Tensor, priors: torch.Tensor, variances: Sequence[float]) -> torch.Tensor:
+    """gt (P, 4) xyxy matched to priors (P, 4) cxcywh -> (P, 4) offsets, computed in float64."""
+    v0, v1 = variances
+    g = gt.to(torch.float64)
+    p = priors.to(torch.float64)
+    gcx = (g[:, 0] + g[:, 2]) / 2
+    gcy = (g[:, 1] + g[:, 3]) / 2
+    gw = g[:, 2] - g[:, 0]
+    gh = g[:, 3] - g[:, 1]
+    out = torch.stack(
+        [
+            (gcx - p[:, 0]) / (p[:, 2] * v0),
+            (gcy - p[:, 1]) / (p[:, 3] * v0),
+            torch.log(gw / p[:, 2]) / v1,
+            torch.log(gh / p[:, 3]) / v1,
+        ],
+        dim=1,
+    )
+    return out.to(priors.dtype)
+
+
+def ssd_match(
+    gt_boxes: Sequence[torch.Tensor],
+    gt_labels: Sequence[torch.Tensor],
+    priors: torch.Tensor,
+    iou_threshold: float = 0.5,
+    variances: Sequence[float] = (0.1, 0.2),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Match GT boxes to priors and encode the targets, one image at a time.
+
+    gt_boxes: B tensors (N_i, 4) xyxy; gt_labels: B tensors (N_i,) int;
+    priors (P, 4) cxcywh. Returns loc_targets (B, P, 4) in the priors' dtype
+    (0 for background priors) and labels (B, P) int64 (0 = background).
+    """
+    B, P = len(gt_boxes), priors.shape[0]
+    pxy = cxcywh_to_xyxy(priors)
+    loc = priors.new_zeros((B, P, 4))
+    labels = torch.zeros((B, P), dtype=torch.int64, device=priors.device)
+    for b in range(B):
+        g = gt_boxes[b].to(priors.dtype)
+        n = g.shape[0]
+        if n == 0 or P == 0:
+            continue
+        iou = box_iou(g, pxy)  # (n, P)
+        best_gt = iou.argmax(0)  # first maximum: lowest GT index on ties
+        best_gt_iou = iou.gather(0, best_gt[None]).squeeze(0)
+        positive = best_gt_iou.to(torch.float64) >= iou_threshold
+        best_prior = iou.argmax(1)  # lowest prior index on ties
+        forceable = iou.max(1).values > 0
+        # Forced matches, GTs in order: the last GT claiming a prior wins it.
+        winner = torch.full((P,), -1, dtype=torch.int64, device=priors.device)
+        winner.scatter_reduce_(
+            0,
+            best_prior[forceable],
+            torch.arange(n, device=priors.device)[forceable],
+            reduce="amax",
+        )
+        forced = winner >= 0
+        best_gt = torch.where(forced, winner, best_gt)
+        positive = positive | forced
+        idx = positive.nonzero().squeeze(1)
+        gi = best_gt[idx]
+        labels[b, idx] = gt_labels[b].to(torch.int64)[gi]
+        loc[b, idx] = ssd_encode(g[gi], priors[idx], variances)
+    return loc, labels
+
+
+def ssd_decode(loc: torch.Tensor, priors: torch.Tensor, variances: Sequence[float] = (0.1, 0.2)) -> torch.Tensor:
+    """loc (..., P, 4) offsets, priors (P, 4) cxcywh -> boxes (..., P, 4) xyxy in loc's dtype.
+
+    Computed in float64: cx = pcx + l0*v0*pw, w = pw*exp(l2*v1), x1 = cx - w/2, x2 = cx + w/2.
+    """
+    v0, v1 = variances
+    l = loc.to(torch.float64)
+    p = priors.to(torch.float64)
+    cx = p[:, 0] + l[..., 0] * v0 * p[:, 2]
+    cy = p[:, 1] + l[..., 1] * v0 * p[:, 3]
+    w = p[:, 2] * torch.exp(l[..., 2] * v1)
+    h = p[:, 3] * torch.exp(l[..., 3] * v1)
+    out = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
+    return out.to(loc.dtype)
+
+
+def ssd_postprocess(
+    loc: torch.Tensor,
+    conf: torch.Tensor,
+    priors: torch.Tensor,
+    score_threshold: float,
+    iou_threshold: float,
+    top_k: int,
+    max_detections: int,
+    variances: Sequence[float] = (0.1, 0.2),
+) -> list[Detections]:
+    """SSD detections per image: softmax, per class c >= 1 scores > threshold,
+    the top_k highest, NMS; then the max_detections highest over all classes.
+
+    loc (B, P, 4), conf (B, P, C) logits (class 0 = background), priors (P, 4).
+    ``top_k`` / ``max_detections`` <= 0 mean no limit. Final order: score
+    descending, then class ascending, then prior index ascending.
+    """
+    B, P, C = conf.shape
+    probs = torch.softmax(conf, dim=-1)
+    boxes = ssd_decode(loc, priors, variances)
+    out = []
+    for b in range(B):
+        det_boxes, det_scores, det_labels = [], [], []
+        for c in range(1, C):
+            s = probs[b, :, c]
+            cand = (s.to(torch.float64) > score_threshold).nonzero().squeeze(1)
+            if cand.numel() == 0:
+                continue
+            order = _sort_desc(s[cand])
+            if top_k > 0:
+                order = order[:top_k]
+            cand = cand[order]
+            keep = cand[nms(boxes[b, cand], s[cand], iou_threshold)]
+            det_boxes.append(boxes[b, keep])
+            det_scores.append(s[keep])
+            det_labels.append(torch.full((keep.numel(),), c, dtype=torch.int64, device=conf.device))
+        if det_scores:
+            db, ds, dl = torch.cat(det_boxes), torch.cat(det_scores), torch.cat(det_labels)
+            order = _sort_desc(ds)
+            if max_detections > 0:
+                order = order[:max_detections]
+            out.append(Detections(db[order], ds[order], dl[order]))
+        else:
+            out.append(
+                Detections(
+                    boxes.new_zeros((0, 4)),
+                    probs.new_zeros((0,)),
+                    torch.zeros((0,), dtype=torch.int64, device=conf.device),
+                )
+            )
+    return out
