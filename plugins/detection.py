@@ -1,8 +1,179 @@
-"""Built-in detection task (registered through the `mtlkit` entry point 'detection')."""
+"""Built-in detection task (registered through the `mtlkit` entry point 'detection').
 
-from mtlkit import hookimpl
+``detection`` is the primary task: an SSD head (extra layers, priors, multibox
+predictors) on the backbone's source maps, the MultiBox loss, SSD
+post-processing and COCO-style mAP. See ``docs/models-detection.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from mtlkit import hookimpl, ops
+from mtlkit.errors import ConfigError
+from mtlkit.models.ssd import SSDHead, multibox_loss, normalised_targets
+from mtlkit.task import PRIMARY, Task
+
+
+class DetectionTask(Task):
+    """SSD object detection (the primary task).
+
+    Prediction (raw, from the head): ``{"loc": (B, P, 4) offsets, "conf":
+    (B, P, C+1) logits (0 = background), "priors": (P, 4) cx, cy, w, h in [0, 1]}``.
+    Postprocessed: a list of B dicts ``{"boxes": (K, 4) xyxy pixels, "scores":
+    (K,), "labels": (K,) int64 in 1..C}`` sorted by decreasing score.
+
+    Options (besides the common ``weight``):
+
+    * ``num_classes`` (int): C, object classes without background.
+    * Priors / head: ``aspect_ratios`` (one list per source map: backbone maps
+      then extra maps; ``[2]`` -> 4 priors per cell, ``[2, 3]`` -> 6; its
+      length fixes the number of extra layers), ``min_scale`` / ``max_scale``
+      (prior scale of the first / last map, linear in between),
+      ``extra_channels`` (widths of the extra layers, the first ones used),
+      ``extra_batchnorm`` (bool, BatchNorm in the extra layers).
+    * Loss: ``match_iou`` (a prior is positive at IoU >= this with a GT box),
+      ``variances`` (box encoding), ``neg_pos_ratio`` (hard negatives kept
+      per positive, per image), ``min_negatives`` (negatives kept in an image
+      with no or very few positives), ``loc_weight`` (weight of Smooth-L1).
+    * Post-processing (also set from the config's ``eval`` section):
+      ``score_threshold``, ``iou_threshold`` (NMS), ``top_k`` (per class,
+      before NMS), ``max_detections`` (per image).
+    * Pictures: ``class_names`` (list of C names, or null for numbers),
+      ``vis_score_threshold`` (boxes drawn from this score up).
+    """
+
+    role = PRIMARY
+    batch_keys = ("boxes", "labels")
+    defaults: Dict[str, Any] = {
+        "num_classes": 19,
+        "aspect_ratios": [[2], [2, 3], [2, 3], [2, 3], [2], [2]],
+        "min_scale": 0.1,
+        "max_scale": 0.9,
+        "extra_channels": [512, 256, 256, 256, 256],
+        "extra_batchnorm": True,
+        "match_iou": 0.5,
+        "variances": [0.1, 0.2],
+        "neg_pos_ratio": 3.0,
+        "min_negatives": 3,
+        "loc_weight": 1.0,
+        "score_threshold": 0.01,
+        "iou_threshold": 0.45,
+        "top_k": 200,
+        "max_detections": 100,
+        "class_names": None,
+        "vis_score_threshold": 0.3,
+    }
+
+    def __init__(self, name: str, options: Optional[Dict[str, Any]] = None):
+        super().__init__(name, options)
+        o = self.options
+        where = f"model.tasks.{name}"
+        if not isinstance(o["num_classes"], int) or isinstance(o["num_classes"], bool) \
+                or o["num_classes"] < 1:
+            raise ConfigError(f"{where}.num_classes: expected a positive integer (classes without "
+                              f"background), got {o['num_classes']!r}")
+        for key in ("match_iou", "score_threshold", "iou_threshold"):
+            if not 0.0 <= float(o[key]) <= 1.0:
+                raise ConfigError(f"{where}.{key}: expected a number in [0, 1], got {o[key]!r}")
+        if len(o["variances"]) != 2 or not all(float(v) > 0 for v in o["variances"]):
+            raise ConfigError(f"{where}.variances: expected two positive numbers, "
+                              f"got {o['variances']!r}")
+        if float(o["neg_pos_ratio"]) < 0 or int(o["min_negatives"]) < 0:
+            raise ConfigError(f"{where}.neg_pos_ratio / min_negatives: expected non-negative "
+                              f"numbers, got {o['neg_pos_ratio']!r} / {o['min_negatives']!r}")
+        names = o["class_names"]
+        if names is not None and (not isinstance(names, (list, tuple))
+                                  or len(names) != o["num_classes"]):
+            raise ConfigError(f"{where}.class_names: expected a list of num_classes="
+                              f"{o['num_classes']} names, got {names!r}")
+        self.num_classes = int(o["num_classes"])
+        #: detached loss parts of the last :meth:`loss` call (for logging)
+        self.last_loss_parts: Dict[str, torch.Tensor] = {}
+
+    @property
+    def variances(self) -> Tuple[float, float]:
+        v = self.options["variances"]
+        return float(v[0]), float(v[1])
+
+    # -- model side ----------------------------------------------------------
+    def build_head(self, in_channels: Sequence[int], **context: Any) -> SSDHead:
+        """An :class:`~mtlkit.models.ssd.SSDHead` on the backbone's source maps.
+        ``context`` (``image_size``, ``strides``) is accepted and unused: priors
+        follow the actual feature sizes at each forward."""
+        o = self.options
+        return SSDHead(in_channels, self.num_classes, o["aspect_ratios"], o["extra_channels"],
+                       min_scale=float(o["min_scale"]), max_scale=float(o["max_scale"]),
+                       extra_batchnorm=bool(o["extra_batchnorm"]))
+
+    def loss(self, prediction: Dict[str, torch.Tensor], batch: Dict[str, Any]) -> torch.Tensor:
+        """MultiBox loss (see :func:`mtlkit.models.ssd.multibox_loss`), masked per
+        sample by ``batch["has"]["detection"]`` (all samples when absent)."""
+        loc, conf, priors = prediction["loc"], prediction["conf"], prediction["priors"]
+        B = conf.shape[0]
+        mask = (batch.get("has") or {}).get(self.name)
+        mask = (torch.ones(B, dtype=torch.bool) if mask is None
+                else torch.as_tensor(mask, dtype=torch.bool).reshape(B))
+        image_size = tuple(batch["image"].shape[-2:])
+        boxes, labels = normalised_targets(batch["boxes"], batch["labels"], image_size,
+                                           mask=mask.cpu(), device=priors.device)
+        flat = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
+        if flat.numel() and (int(flat.min()) < 1 or int(flat.max()) > self.num_classes):
+            raise ValueError(f"detection labels must be in 1..{self.num_classes} (0 is background), "
+                             f"got {int(flat.min())}..{int(flat.max())}")
+        loc_t, lab_t = ops.ssd_match(boxes, labels, priors.float(), float(self.options["match_iou"]),
+                                     self.variances)
+        out = multibox_loss(loc, conf, loc_t, lab_t, mask=mask.to(conf.device),
+                            neg_pos_ratio=float(self.options["neg_pos_ratio"]),
+                            min_negatives=int(self.options["min_negatives"]),
+                            loc_weight=float(self.options["loc_weight"]))
+        self.last_loss_parts = {k: v for k, v in out.items() if k != "loss"}
+        return out["loss"]
+
+    # -- evaluation side -----------------------------------------------------
+    def postprocess(self, prediction: Dict[str, torch.Tensor],
+                    image_size: Tuple[int, int]) -> List[Dict[str, torch.Tensor]]:
+        """Raw prediction -> list of B dicts {"boxes" (K, 4) xyxy pixels clipped
+        to the image, "scores" (K,), "labels" (K,) in 1..C}, by decreasing score."""
+        o = self.options
+        dets = ops.ssd_postprocess(
+            prediction["loc"].detach().float(), prediction["conf"].detach().float(),
+            prediction["priors"].float(), score_threshold=float(o["score_threshold"]),
+            iou_threshold=float(o["iou_threshold"]), top_k=int(o["top_k"]),
+            max_detections=int(o["max_detections"]), variances=self.variances)
+        h, w = float(image_size[0]), float(image_size[1])
+        out = []
+        for d in dets:
+            scale = torch.tensor([w, h, w, h], dtype=d.boxes.dtype, device=d.boxes.device)
+            boxes = d.boxes * scale
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0.0, w)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0.0, h)
+            out.append({"boxes": boxes, "scores": d.scores, "labels": d.labels})
+        return out
+
+    def new_metric(self) -> Any:
+        """COCO-style detection mAP accumulator (``mtlkit.metrics.DetectionMetric``)."""
+        from mtlkit.metrics import DetectionMetric
+
+        return DetectionMetric(num_classes=self.num_classes, class_names=self.options["class_names"])
+
+    def visualize(self, prediction: List[Dict[str, torch.Tensor]], index: int,
+                  sample: Dict[str, Any]) -> Optional[np.ndarray]:
+        """The sample's image with the predicted boxes (score >=
+        ``vis_score_threshold``), captioned "name score"; (H, W, 3) uint8."""
+        from mtlkit.viz import draw_boxes, to_uint8_image
+
+        det = prediction[index]
+        keep = det["scores"] >= float(self.options["vis_score_threshold"])
+        image = to_uint8_image(sample["image"])
+        return draw_boxes(image, det["boxes"][keep], det["labels"][keep], det["scores"][keep],
+                          class_names=self.options["class_names"])
 
 
 @hookimpl
 def mtlkit_register_tasks(registry):
-    """Register the built-in detection task (none yet: a name appears when it is implemented)."""
+    """Register the built-in detection task."""
+    registry.add("detection", DetectionTask)

@@ -1,0 +1,19 @@
+"""SSD parts: priors (:mod:`.priors`), extra layers and multibox head
+(:mod:`.head`), MultiBox loss (:mod:`.loss`). Matching, decoding and NMS are
+the shared ops of :mod:`mtlkit.ops`."""
+
+from .head import ExtraLayer, ExtraLayers, SSDHead
+from .loss import multibox_loss, normalised_targets
+from .priors import PriorCache, make_priors, prior_scales, priors_per_cell
+
+__all__ = [
+    "ExtraLayer",
+    "ExtraLayers",
+    "PriorCache",
+    "SSDHead",
+    "make_priors",
+    "multibox_loss",
+    "normalised_targets",
+    "prior_scales",
+    "priors_per_cell",
+]
