@@ -1,0 +1,76 @@
+"""Datasets, transforms and collation for mtlkit (see docs/architecture.md, "Samples and batches").
+
+* :func:`build_dataset` — a dataset from a config dict with ``type`` (a
+  dataset plugin: ``synthetic``, ``nyuv2``, ``coco``, ``concat``, ...).
+* :func:`build_split` — the dataset of ``data.<split>`` with the transforms of
+  ``data.augment`` / ``data.image_size`` applied (augmented when training).
+* :func:`collate` — samples -> batch; :func:`build_loader` — a DataLoader.
+* :mod:`mtlkit.data.transforms` — augmentation keeping modalities consistent.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional
+
+from mtlkit.data.collate import collate
+from mtlkit.data.dataset import TransformedDataset, build_loader
+from mtlkit.data.options import validate_options
+from mtlkit.data.transforms import AUGMENT_DEFAULTS, build_transforms
+from mtlkit.errors import ConfigError
+
+__all__ = [
+    "build_dataset",
+    "build_split",
+    "collate",
+    "build_loader",
+    "build_transforms",
+    "TransformedDataset",
+    "AUGMENT_DEFAULTS",
+    "validate_options",
+]
+
+
+def build_dataset(cfg: Mapping[str, Any], where: str = "dataset"):
+    """Build a dataset from ``{"type": name, <options>}``.
+
+    The type is looked up in the registry (kind ``dataset``); the options are
+    checked against the factory's ``defaults`` (unknown option -> ConfigError
+    with a did-you-mean) and passed as keyword arguments.
+
+    :param where: the config path used in error messages, e.g. ``"data.train"``.
+    """
+    from mtlkit.registry import RegistryError, get_registry
+
+    if isinstance(cfg, str):
+        cfg = {"type": cfg}
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"{where} must be a mapping with a 'type', got {cfg!r}")
+    if "type" not in cfg:
+        raise ConfigError(f"{where}: missing 'type' (the name of a dataset plugin, e.g. synthetic, nyuv2, coco)")
+    options = {k: v for k, v in cfg.items() if k != "type"}
+    try:
+        factory = get_registry().get("dataset", cfg["type"])
+    except RegistryError as exc:
+        raise ConfigError(f"{where}.type: {exc}") from None
+    defaults = getattr(factory, "defaults", None)
+    if defaults is not None:
+        options = validate_options(options, defaults, f"{where} (dataset '{cfg['type']}')")
+    return factory(**options)
+
+
+def build_split(data_cfg: Mapping[str, Any], split: str, train: Optional[bool] = None,
+                seed: Optional[int] = None) -> TransformedDataset:
+    """The dataset of ``data_cfg[split]`` wrapped with its transforms.
+
+    ``train`` (default: ``split == "train"``) switches augmentation on;
+    ``data_cfg["augment"]`` and ``data_cfg["image_size"]`` configure it (see
+    :func:`mtlkit.data.transforms.build_transforms`). ``seed`` (default
+    ``data_cfg.get("seed", 0)``) seeds the per-item augmentation.
+    """
+    if split not in data_cfg:
+        raise ConfigError(f"data.{split} is missing: it must give the dataset of that split")
+    train = (split == "train") if train is None else train
+    dataset = build_dataset(data_cfg[split], where=f"data.{split}")
+    transform = build_transforms(data_cfg.get("augment"), data_cfg.get("image_size"), train)
+    seed = int(data_cfg.get("seed", 0)) if seed is None else int(seed)
+    return TransformedDataset(dataset, transform, seed=seed)

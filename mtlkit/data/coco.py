@@ -1,0 +1,272 @@
+"""COCO-format detection data with optional depth / normal maps.
+
+Inputs:
+
+* a COCO detection JSON: ``images`` (``id``, ``file_name``, optional
+  ``width``/``height`` and scene field), ``annotations`` (``image_id``,
+  ``category_id``, ``bbox`` [x, y, w, h] in pixels, optional ``iscrowd``),
+  ``categories`` (``id``, ``name``).
+* ``images``: the folder ``file_name`` is relative to (default: the JSON's
+  folder).
+* ``depth``: optional folder of depth maps named by the image's file stem:
+  ``<stem>.png`` (16-bit, ``depth_scale`` units per metre, default 1000 =
+  millimetres; 0 = invalid) or ``<stem>.npy`` ((H, W) float metres; 0, NaN or
+  inf = invalid).
+* ``normals``: optional folder of normal maps named by stem: ``<stem>.png``
+  (RGB, ``n = rgb / 127.5 - 1``, camera frame x right, y down, z forward;
+  pixels whose decoded length is not 1 ± 0.1 — e.g. black — are invalid) or
+  ``<stem>.npy`` ((H, W, 3) or (3, H, W) float; invalid where not finite or
+  of length < 0.5).
+
+An image without its depth / normal file simply lacks that modality
+(``has["depth"] = False``). Category ids are mapped to contiguous labels
+1..C in increasing id order (``classes[label - 1]`` is the name).
+Annotations with ``iscrowd = 1`` are ignored (like SSD training does), and so
+are boxes with no area. The scene comes from the image-level field
+``scene_field`` (default ``"scene"``): a name (looked up in ``scenes``, or
+in the sorted set of names found in the file when ``scenes`` is not given)
+or an integer index; an image without the field has ``has["scene"] = False``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mtlkit.data.geometry import normals_from_rgb
+from mtlkit.errors import DataError
+
+
+def _load_json(path: str) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such file (expected a COCO detection JSON)")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: the top level must be an object with images, annotations, categories")
+    return data
+
+
+def _field(record: Any, key: str, types, path: str, where: str) -> Any:
+    if not isinstance(record, dict):
+        raise DataError(f"{path}: {where} must be an object, got {type(record).__name__}")
+    if key not in record:
+        raise DataError(f"{path}: {where} has no '{key}'")
+    value = record[key]
+    if not isinstance(value, types) or isinstance(value, bool):
+        raise DataError(f"{path}: {where}.{key} has the wrong type ({type(value).__name__}: {value!r})")
+    return value
+
+
+class COCODetection(Dataset):
+    """A COCO detection JSON plus optional depth / normal folders (see module doc).
+
+    Options (``defaults``):
+
+    * ``ann_file`` (str): the COCO JSON.
+    * ``images`` (str or null): image folder (default: the JSON's folder).
+    * ``depth`` / ``normals`` (str or null): modality folders.
+    * ``depth_scale`` (float): PNG depth units per metre.
+    * ``scene_field`` (str): image-level field holding the scene.
+    * ``scenes`` (list or null): scene names (index = scene label).
+    * ``size`` (int or null): keep only the first ``size`` images.
+    """
+
+    defaults = {"ann_file": "", "images": None, "depth": None, "normals": None, "depth_scale": 1000.0,
+                "scene_field": "scene", "scenes": None, "size": None}
+
+    def __init__(self, ann_file: str = "", images: Optional[str] = None, depth: Optional[str] = None,
+                 normals: Optional[str] = None, depth_scale: float = 1000.0, scene_field: str = "scene",
+                 scenes: Optional[List[str]] = None, size: Optional[int] = None):
+        if not ann_file:
+            raise DataError("coco dataset: 'ann_file' (the COCO JSON) is required")
+        self.ann_file = ann_file
+        self.image_dir = images if images is not None else os.path.dirname(os.path.abspath(ann_file))
+        self.depth_dir, self.normals_dir = depth, normals
+        for name, folder in (("depth", depth), ("normals", normals)):
+            if folder is not None and not os.path.isdir(folder):
+                raise DataError(f"{folder}: no such folder (coco option '{name}')")
+        self.depth_scale = float(depth_scale)
+        data = _load_json(ann_file)
+        self._parse(data, scene_field, scenes)
+        if size is not None:
+            self.records = self.records[: int(size)]
+
+    def _parse(self, data: Dict[str, Any], scene_field: str, scenes: Optional[List[str]]) -> None:
+        path = self.ann_file
+        for key in ("images", "annotations", "categories"):
+            if key not in data:
+                raise DataError(f"{path}: missing '{key}' (a COCO detection JSON has images, annotations, categories)")
+            if not isinstance(data[key], list):
+                raise DataError(f"{path}: '{key}' must be a list")
+        cats = []
+        for k, cat in enumerate(data["categories"]):
+            cats.append((_field(cat, "id", int, path, f"categories[{k}]"),
+                         _field(cat, "name", str, path, f"categories[{k}]")))
+        ids = [c[0] for c in cats]
+        if len(set(ids)) != len(ids):
+            raise DataError(f"{path}: categories repeat an id")
+        cats.sort()
+        self.category_ids = [c[0] for c in cats]
+        self.classes = [c[1] for c in cats]
+        label_of = {cid: k + 1 for k, cid in enumerate(self.category_ids)}
+
+        records: List[Dict[str, Any]] = []
+        by_id: Dict[int, Dict[str, Any]] = {}
+        for k, img in enumerate(data["images"]):
+            image_id = _field(img, "id", int, path, f"images[{k}]")
+            file_name = _field(img, "file_name", str, path, f"images[{k}]")
+            if image_id in by_id:
+                raise DataError(f"{path}: images[{k}] repeats id {image_id}")
+            rec = {"id": image_id, "file_name": file_name, "boxes": [], "labels": [],
+                   "scene": img.get(scene_field)}
+            by_id[image_id] = rec
+            records.append(rec)
+        for k, ann in enumerate(data["annotations"]):
+            where = f"annotations[{k}]"
+            image_id = _field(ann, "image_id", int, path, where)
+            cid = _field(ann, "category_id", int, path, where)
+            bbox = _field(ann, "bbox", list, path, where)
+            if image_id not in by_id:
+                raise DataError(f"{path}: {where}.image_id {image_id} is not the id of any image")
+            if cid not in label_of:
+                raise DataError(f"{path}: {where}.category_id {cid} is not the id of any category")
+            if len(bbox) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
+                raise DataError(f"{path}: {where}.bbox must be 4 numbers [x, y, w, h], got {bbox!r}")
+            x, y, w, h = (float(v) for v in bbox)
+            if w < 0 or h < 0:
+                raise DataError(f"{path}: {where}.bbox has a negative size {bbox!r}")
+            if ann.get("iscrowd", 0) or w == 0 or h == 0:
+                continue
+            by_id[image_id]["boxes"].append([x, y, x + w, y + h])
+            by_id[image_id]["labels"].append(label_of[cid])
+
+        values = [r["scene"] for r in records if r["scene"] is not None]
+        if scenes is None:
+            names = {v for v in values if isinstance(v, str)}
+            scenes = sorted(names)
+            if not names and values:  # integer indices only
+                scenes = [str(i) for i in range(max(int(v) for v in values) + 1)]
+        self.scenes = list(scenes)
+        scene_index = {name: i for i, name in enumerate(self.scenes)}
+        for k, rec in enumerate(records):
+            value = rec["scene"]
+            if value is None:
+                continue
+            if isinstance(value, str):
+                if value not in scene_index:
+                    raise DataError(f"{path}: images[{k}].{scene_field} '{value}' is not one of the scenes "
+                                    f"{self.scenes}")
+                rec["scene"] = scene_index[value]
+            elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(self.scenes):
+                rec["scene"] = int(value)
+            else:
+                raise DataError(f"{path}: images[{k}].{scene_field} must be a scene name or an index in "
+                                f"0..{len(self.scenes) - 1}, got {value!r}")
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _find(self, folder: Optional[str], stem: str) -> Optional[str]:
+        if folder is None:
+            return None
+        for ext in (".npy", ".png"):
+            candidate = os.path.join(folder, stem + ext)
+            if os.path.isfile(candidate):
+                return candidate
+        return None
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        from PIL import Image
+
+        rec = self.records[index]
+        image_path = os.path.join(self.image_dir, rec["file_name"])
+        try:
+            with Image.open(image_path) as im:
+                rgb = np.asarray(im.convert("RGB"))
+        except (OSError, FileNotFoundError) as exc:
+            raise DataError(f"{image_path}: cannot read image {rec['id']} ({exc})") from None
+        height, width = rgb.shape[:2]
+        sample: Dict[str, Any] = {
+            "image": torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(255.0),
+            "boxes": torch.tensor(rec["boxes"], dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor(rec["labels"], dtype=torch.int64),
+        }
+        has = {"detection": True, "scene": rec["scene"] is not None}
+        if rec["scene"] is not None:
+            sample["scene"] = torch.tensor(rec["scene"], dtype=torch.int64)
+        stem = os.path.splitext(os.path.basename(rec["file_name"]))[0]
+        depth_path = self._find(self.depth_dir, stem)
+        has["depth"] = depth_path is not None
+        if depth_path is not None:
+            depth = self._read_depth(depth_path, (height, width))
+            mask = np.isfinite(depth) & (depth > 0)
+            sample["depth"] = torch.from_numpy(np.where(mask, depth, 0).astype(np.float32))[None]
+            sample["depth_mask"] = torch.from_numpy(mask)[None]
+        normals_path = self._find(self.normals_dir, stem)
+        has["normals"] = normals_path is not None
+        if normals_path is not None:
+            normals, mask = self._read_normals(normals_path, (height, width))
+            sample["normals"] = torch.from_numpy(normals).permute(2, 0, 1).contiguous()
+            sample["normals_mask"] = torch.from_numpy(mask)[None]
+        sample["has"] = has
+        sample["meta"] = {"id": int(rec["id"]), "source": "coco", "orig_size": (int(height), int(width)),
+                          "file_name": rec["file_name"]}
+        return sample
+
+    def _read_depth(self, path: str, size) -> np.ndarray:
+        if path.endswith(".npy"):
+            depth = _load_npy(path).astype(np.float32)
+        else:
+            depth = _load_png(path)
+            if depth.ndim != 2:
+                raise DataError(f"{path}: a depth PNG must have one 16-bit channel, got shape {depth.shape}")
+            depth = depth.astype(np.float32) / self.depth_scale
+        if depth.shape != tuple(size):
+            raise DataError(f"{path}: depth of shape {depth.shape}, expected the image's (H, W) = {tuple(size)}")
+        return depth
+
+    def _read_normals(self, path: str, size):
+        if path.endswith(".npy"):
+            n = _load_npy(path).astype(np.float32)
+            if n.ndim == 3 and n.shape[0] == 3 and n.shape[-1] != 3:
+                n = n.transpose(1, 2, 0)
+            if n.ndim != 3 or n.shape[-1] != 3:
+                raise DataError(f"{path}: normals must be (H, W, 3) or (3, H, W), got shape {n.shape}")
+            norm = np.linalg.norm(n, axis=-1)
+            mask = np.isfinite(norm) & (norm >= 0.5)
+            n = np.where(mask[..., None], n / np.where(mask, norm, 1.0)[..., None], 0.0).astype(np.float32)
+        else:
+            rgb = _load_png(path)
+            if rgb.ndim != 3 or rgb.shape[-1] < 3:
+                raise DataError(f"{path}: a normal PNG must be RGB, got shape {rgb.shape}")
+            n, mask = normals_from_rgb(rgb.astype(np.uint8))
+        if n.shape[:2] != tuple(size):
+            raise DataError(f"{path}: normals of size {n.shape[:2]}, expected the image's (H, W) = {tuple(size)}")
+        return n, mask
+
+
+def _load_npy(path: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot be read as a .npy array ({exc})") from None
+
+
+def _load_png(path: str) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read as an image ({exc})") from None
