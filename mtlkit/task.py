@@ -8,7 +8,8 @@ Engine-facing methods (see ``docs/architecture.md``): :meth:`loss`,
 :meth:`postprocess`, :meth:`new_metric`, :meth:`visualize`. How the head is
 built depends on the role: the primary task builds its head on the fused
 source maps (:meth:`build_head`); auxiliary tasks are assembled by the ROCK
-block (see :class:`mtlkit.task.AuxiliaryTask` once defined by the model code).
+block from what :class:`AuxiliaryTask` declares (task channels, intensive-pooling
+predictor, plain flat-MTL head).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 PRIMARY = "primary"
@@ -80,3 +82,127 @@ class Task(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, role={self.role!r}, weight={self.weight})"
+
+
+# ---------------------------------------------------------------------------
+# Auxiliary tasks
+# ---------------------------------------------------------------------------
+
+
+class AuxiliaryTask(Task):
+    """Base class of an auxiliary task: what the ROCK block needs to build it
+    generically (see :class:`mtlkit.models.rock.RockBlock`).
+
+    An auxiliary prediction has :attr:`out_channels` channels ``k`` (scene: the
+    number of scene classes, depth: 1, normals: 3). The block gives every task
+    a *task map* computed from the (encoded) features X:
+
+    * ``pooling: intensive`` (ROCK): a 1x1 conv to :meth:`intensive_channels`
+      = ``k * group`` channels, read by :meth:`intensive_pool` (the mean over
+      each group of ``group`` consecutive channels, then :meth:`readout`);
+    * ``pooling: plain`` (flat MTL): :meth:`build_plain_head` maps the features
+      to ``k`` channels, read by :meth:`readout` directly.
+
+    The task map (before pooling) is also what the task's decoder feeds back
+    into X when the fusion uses decoded features.
+
+    Class attributes / options a subclass sets:
+
+    * ``defaults`` must contain ``group`` (int, channels per predicted channel
+      for intensive pooling; 1 means one channel per output).
+    * ``is_regression``: used by the ``uncertainty`` weighting (Kendall et al.
+      use 1/2 factors for regression losses).
+    * ``derived_from``: name of a task whose ``has`` flags apply when the batch
+      carries none for this task (e.g. a task whose targets are computed from
+      the boxes uses ``"detection"``); ``None``: every sample counts as labelled
+      when ``has`` lacks this task.
+    """
+
+    role: ClassVar[str] = AUXILIARY
+    is_regression: ClassVar[bool] = False
+    derived_from: ClassVar[Optional[str]] = None
+    defaults: ClassVar[Dict[str, Any]] = {"group": 1}
+
+    # -- what the block builds --------------------------------------------------
+    @property
+    def out_channels(self) -> int:
+        """Channels ``k`` of the prediction map (before :meth:`readout`)."""
+        raise NotImplementedError
+
+    @property
+    def group(self) -> int:
+        return int(self.options.get("group", 1))
+
+    def intensive_channels(self) -> int:
+        """Channels of the task map read by intensive pooling."""
+        return self.out_channels * self.group
+
+    def intensive_pool(self, task_map: torch.Tensor) -> torch.Tensor:
+        """(B, k*group, h, w) task map -> raw prediction: mean over each group of
+        ``group`` consecutive channels -> (B, k, h, w), then :meth:`readout`."""
+        b, c, h, w = task_map.shape
+        g = self.group
+        if g > 1:
+            task_map = task_map.view(b, c // g, g, h, w).mean(dim=2)
+        return self.readout(task_map)
+
+    def readout(self, maps: torch.Tensor) -> torch.Tensor:
+        """(B, k, h, w) -> the raw prediction (identity by default; scene takes
+        the spatial mean, normals L2-normalise)."""
+        return maps
+
+    def build_plain_head(self, in_channels: int, hidden: int) -> nn.Module:
+        """Flat-MTL head: features (B, in_channels, h, w) -> (B, k, h, w).
+
+        Default: 3x3 conv to ``hidden`` + BN + ReLU, then a 1x1 conv to ``k``
+        (``hidden == 0``: a single 1x1 conv)."""
+        if hidden <= 0:
+            return nn.Conv2d(in_channels, self.out_channels, 1)
+        return nn.Sequential(
+            nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, self.out_channels, 1),
+        )
+
+    # -- loss helpers -----------------------------------------------------------
+    def sample_mask(self, batch: Dict[str, Any], batch_size: int, device: torch.device) -> torch.Tensor:
+        """(B,) bool: which samples carry this task's label (``batch["has"]``)."""
+        has = batch.get("has") or {}
+        flags = has.get(self.name)
+        if flags is None and self.derived_from is not None:
+            flags = has.get(self.derived_from)
+        if flags is None:
+            return torch.ones(batch_size, dtype=torch.bool, device=device)
+        return torch.as_tensor(flags, dtype=torch.bool, device=device).reshape(batch_size)
+
+
+def zero_loss(prediction: torch.Tensor) -> torch.Tensor:
+    """An exact 0 still connected to the graph of ``prediction`` (no NaN)."""
+    return prediction.sum() * 0.0
+
+
+def downsample_masked(values: torch.Tensor, mask: Optional[torch.Tensor],
+                      size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Valid-average pooling of a dense target to a prediction's resolution.
+
+    :param values: (B, C, H, W) target.
+    :param mask: (B, 1, H, W) bool validity, or ``None`` (all valid).
+    :param size: (h, w) output size.
+    :returns: ``(values (B, C, h, w), mask (B, 1, h, w) bool)``: each output cell
+        is the mean of the *valid* input pixels that fall in it (area pooling,
+        cells overlap when H/h is not an integer, like ``adaptive_avg_pool2d``);
+        a cell without any valid pixel is invalid (and its value 0).
+    """
+    values = values.float()
+    if mask is None:
+        mask = torch.ones_like(values[:, :1], dtype=torch.bool)
+    if tuple(values.shape[-2:]) == tuple(size):
+        m = mask.bool()
+        return values * m, m
+    weight = mask.to(values.dtype)
+    pooled_weight = F.adaptive_avg_pool2d(weight, size)
+    pooled = F.adaptive_avg_pool2d(values * weight, size)
+    valid = pooled_weight > 0
+    out = torch.where(valid, pooled / pooled_weight.clamp_min(1e-12), torch.zeros_like(pooled))
+    return out, valid

@@ -1,8 +1,261 @@
-"""Built-in auxiliary tasks (registered through the `mtlkit` entry point 'auxiliary_tasks')."""
+"""Built-in auxiliary tasks: scene class, depth, surface normals (ROCK's three).
+
+Registered through the `mtlkit` entry point 'auxiliary_tasks'. Each is an
+:class:`mtlkit.task.AuxiliaryTask`, so the ROCK block builds it generically.
+
+Resolution: predictions are made at feature resolution (e.g. 30x40 for a
+480x640 input); the losses compare them with the targets *downsampled* to that
+resolution by valid-average pooling (:func:`mtlkit.task.downsample_masked`:
+each cell is the mean of the valid pixels falling in it, a cell without valid
+pixels is ignored). Depth is averaged in log space, normals are averaged and
+re-normalised. ``postprocess`` upsamples the predictions bilinearly to the
+input image size.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
 
 from mtlkit import hookimpl
+from mtlkit.errors import ConfigError
+from mtlkit.task import AuxiliaryTask, downsample_masked, zero_loss
+
+
+def _select(prediction: Any, index: int) -> torch.Tensor:
+    return prediction[index].detach().float().cpu()
+
+
+class SceneTask(AuxiliaryTask):
+    """Scene classification (one label per image).
+
+    Prediction: (B, S) logits. Intensive pooling: the spatial mean of an
+    S-channel task map (one channel per scene class). Loss: cross-entropy over
+    the samples with ``has["scene"]``.
+
+    Options:
+
+    * ``weight`` (float, 1.0): loss weight for the ``fixed`` weighting.
+    * ``num_classes`` (int, 27): number of scene classes S (NYUv2 has 27).
+    * ``group`` (int, 1): task-map channels per scene class for intensive pooling.
+    * ``names`` (list or null): scene names, used by ``visualize``.
+    """
+
+    batch_keys = ("scene",)
+    defaults = {"num_classes": 27, "group": 1, "names": None}
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.options["num_classes"])
+
+    def readout(self, maps: torch.Tensor) -> torch.Tensor:
+        return maps.mean(dim=(2, 3))
+
+    def loss(self, prediction: torch.Tensor, batch: Dict[str, Any]) -> torch.Tensor:
+        keep = self.sample_mask(batch, prediction.shape[0], prediction.device)
+        if "scene" not in batch or not bool(keep.any()):
+            return zero_loss(prediction)
+        target = torch.as_tensor(batch["scene"], device=prediction.device).long().reshape(-1)
+        return F.cross_entropy(prediction[keep].float(), target[keep])
+
+    def postprocess(self, prediction: torch.Tensor, image_size: Tuple[int, int]) -> torch.Tensor:
+        """(B, S) logits -> (B, S) probabilities."""
+        return prediction.float().softmax(dim=1)
+
+    def new_metric(self) -> Any:
+        from mtlkit.metrics import SceneMetric
+
+        return SceneMetric(task=self.name)
+
+    def visualize(self, prediction: Any, index: int, sample: Dict[str, Any]) -> Optional[np.ndarray]:
+        """A text panel of the top-3 scene classes, the size of the sample's image."""
+        from mtlkit.viz import text_panel
+
+        probs = _select(prediction, index)
+        names = self.options.get("names")
+        top = torch.argsort(probs, descending=True)[:3].tolist()
+        lines = [f"{names[k] if names and k < len(names) else f'scene {k}'}: {float(probs[k]):.2f}"
+                 for k in top]
+        image = sample.get("image") if isinstance(sample, dict) else None
+        height, width = (int(image.shape[-2]), int(image.shape[-1])) if image is not None else (240, 320)
+        return text_panel(lines, height, width)
+
+
+class DepthTask(AuxiliaryTask):
+    """Monocular depth, predicted as log-depth at feature resolution.
+
+    Prediction: (B, 1, h, w) log(metres). Intensive pooling: the mean over
+    ``group`` channels. ``postprocess`` returns metres at the image size.
+
+    Loss on log depth over the valid cells of the samples with ``has["depth"]``
+    (mean over all those cells of the batch):
+
+    * ``berhu`` (reverse Huber): |r| where |r| <= c, (r^2 + c^2) / (2c) beyond,
+      with c = ``berhu_c`` * max |r| over the batch's valid cells (not
+      differentiated through);
+    * ``huber``: Huber with threshold ``huber_delta``;
+    * ``l1``: mean absolute error.
+
+    Options: ``weight`` (1.0), ``loss`` ("berhu"), ``berhu_c`` (0.2),
+    ``huber_delta`` (1.0), ``group`` (128), ``min_depth`` (1e-3 m: smaller
+    depths are invalid), ``vis_max_depth`` (10.0 m: top of the colour map),
+    ``colormap`` ("turbo", a matplotlib colormap name).
+    """
+
+    is_regression = True
+    batch_keys = ("depth", "depth_mask")
+    defaults = {"loss": "berhu", "berhu_c": 0.2, "huber_delta": 1.0, "group": 128,
+                "min_depth": 1e-3, "vis_max_depth": 10.0, "colormap": "turbo"}
+    LOSSES = ("berhu", "huber", "l1")
+    choices = {"loss": LOSSES}
+
+    def __init__(self, name: str, options: Optional[Dict[str, Any]] = None):
+        super().__init__(name, options)
+        if self.options["loss"] not in self.LOSSES:
+            raise ConfigError(f"model.tasks.{name}.loss must be one of {', '.join(self.LOSSES)}, "
+                              f"got {self.options['loss']!r}")
+
+    @property
+    def out_channels(self) -> int:
+        return 1
+
+    def targets(self, batch: Dict[str, Any], size: Tuple[int, int],
+                device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(log-depth (B, 1, h, w), valid (B, 1, h, w)) at the prediction size."""
+        depth = torch.as_tensor(batch["depth"], device=device).float()
+        valid = depth > float(self.options["min_depth"])
+        if batch.get("depth_mask") is not None:
+            valid &= torch.as_tensor(batch["depth_mask"], device=device).bool()
+        log_depth = torch.log(depth.clamp_min(float(self.options["min_depth"]))) * valid
+        return downsample_masked(log_depth, valid, size)
+
+    def loss(self, prediction: torch.Tensor, batch: Dict[str, Any]) -> torch.Tensor:
+        keep = self.sample_mask(batch, prediction.shape[0], prediction.device)
+        if "depth" not in batch or not bool(keep.any()):
+            return zero_loss(prediction)
+        target, valid = self.targets(batch, tuple(prediction.shape[-2:]), prediction.device)
+        valid &= keep.view(-1, 1, 1, 1)
+        if not bool(valid.any()):
+            return zero_loss(prediction)
+        residual = prediction.float()[valid] - target[valid]
+        kind = self.options["loss"]
+        if kind == "berhu":
+            return berhu(residual, float(self.options["berhu_c"]))
+        if kind == "huber":
+            return F.huber_loss(residual, torch.zeros_like(residual),
+                                delta=float(self.options["huber_delta"]))
+        return residual.abs().mean()
+
+    def postprocess(self, prediction: torch.Tensor, image_size: Tuple[int, int]) -> torch.Tensor:
+        """(B, 1, h, w) log-depth -> (B, 1, H, W) metres (bilinear in log space)."""
+        up = F.interpolate(prediction.float(), size=tuple(image_size), mode="bilinear",
+                           align_corners=False)
+        return up.exp()
+
+    def new_metric(self) -> Any:
+        from mtlkit.metrics import DepthMetric
+
+        return DepthMetric(task=self.name)
+
+    def visualize(self, prediction: Any, index: int, sample: Dict[str, Any]) -> Optional[np.ndarray]:
+        """Depth colour-mapped over [0, ``vis_max_depth``] metres."""
+        from mtlkit.viz import colorize_depth
+
+        depth = _select(prediction, index)[0].numpy()
+        return colorize_depth(depth, vmin=0.0, vmax=float(self.options["vis_max_depth"]),
+                              cmap=self.options["colormap"])
+
+
+def berhu(residual: torch.Tensor, c_ratio: float = 0.2) -> torch.Tensor:
+    """Mean reverse-Huber loss of a 1-D tensor of residuals.
+
+    c = ``c_ratio`` * max |r| (a constant for autograd); |r| <= c: |r|;
+    beyond: (r^2 + c^2) / (2c). All residuals 0 gives 0.
+    """
+    abs_r = residual.abs()
+    c = (c_ratio * abs_r.max()).detach()
+    if float(c) <= 0.0:
+        return abs_r.mean()
+    quadratic = (residual * residual + c * c) / (2.0 * c)
+    return torch.where(abs_r <= c, abs_r, quadratic).mean()
+
+
+class NormalsTask(AuxiliaryTask):
+    """Surface normals in the camera frame (x right, y down, z forward).
+
+    Prediction: (B, 3, h, w) unit vectors. Intensive pooling: 3 groups of
+    ``group`` channels, the mean within each group, then L2 normalisation.
+    Loss over the valid cells of the samples with ``has["normals"]``:
+    (1 - cos(n^, n)) + ||n^ - n||^2 with n^ the normalised prediction and n the
+    target averaged over the cell and re-normalised.
+
+    Options: ``weight`` (1.0), ``group`` (128).
+    """
+
+    is_regression = True
+    batch_keys = ("normals", "normals_mask")
+    defaults = {"group": 128}
+
+    @property
+    def out_channels(self) -> int:
+        return 3
+
+    def readout(self, maps: torch.Tensor) -> torch.Tensor:
+        return F.normalize(maps, dim=1, eps=1e-6)
+
+    def targets(self, batch: Dict[str, Any], size: Tuple[int, int],
+                device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+        normals = torch.as_tensor(batch["normals"], device=device).float()
+        valid = normals.norm(dim=1, keepdim=True) > 1e-6
+        if batch.get("normals_mask") is not None:
+            valid &= torch.as_tensor(batch["normals_mask"], device=device).bool()
+        pooled, valid = downsample_masked(normals, valid, size)
+        norm = pooled.norm(dim=1, keepdim=True)
+        valid &= norm > 1e-6
+        return pooled / norm.clamp_min(1e-6), valid
+
+    def loss(self, prediction: torch.Tensor, batch: Dict[str, Any]) -> torch.Tensor:
+        keep = self.sample_mask(batch, prediction.shape[0], prediction.device)
+        if "normals" not in batch or not bool(keep.any()):
+            return zero_loss(prediction)
+        target, valid = self.targets(batch, tuple(prediction.shape[-2:]), prediction.device)
+        valid = (valid & keep.view(-1, 1, 1, 1))[:, 0]  # (B, h, w)
+        if not bool(valid.any()):
+            return zero_loss(prediction)
+        pred = prediction.float().permute(0, 2, 3, 1)[valid]  # (N, 3)
+        true = target.permute(0, 2, 3, 1)[valid]
+        return normals_loss(pred, true)
+
+    def postprocess(self, prediction: torch.Tensor, image_size: Tuple[int, int]) -> torch.Tensor:
+        """(B, 3, h, w) -> (B, 3, H, W) unit normals (bilinear + renormalise)."""
+        up = F.interpolate(prediction.float(), size=tuple(image_size), mode="bilinear",
+                           align_corners=False)
+        return F.normalize(up, dim=1, eps=1e-6)
+
+    def new_metric(self) -> Any:
+        from mtlkit.metrics import NormalsMetric
+
+        return NormalsMetric(task=self.name)
+
+    def visualize(self, prediction: Any, index: int, sample: Dict[str, Any]) -> Optional[np.ndarray]:
+        """Normals RGB-coded as (n + 1) / 2."""
+        from mtlkit.viz import colorize_normals
+
+        return colorize_normals(_select(prediction, index).numpy())
+
+
+def normals_loss(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """Mean of (1 - cos) + squared distance over (N, 3) unit vectors."""
+    cos = (pred * true).sum(dim=1)
+    return ((1.0 - cos) + ((pred - true) ** 2).sum(dim=1)).mean()
 
 
 @hookimpl
 def mtlkit_register_tasks(registry):
-    """Register the built-in auxiliary tasks (none yet: a name appears when it is implemented)."""
+    """Register the built-in auxiliary tasks: scene, depth, normals."""
+    registry.add("scene", SceneTask)
+    registry.add("depth", DepthTask)
+    registry.add("normals", NormalsTask)

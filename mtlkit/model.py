@@ -1,0 +1,253 @@
+"""Compose a multi-task model from a config: backbone + ROCK block + task heads.
+
+``build_model(cfg)`` with ``cfg`` a config path (loaded with
+:func:`mtlkit.config.load_config`), a full config dict, or its ``model``
+section. The model section::
+
+    model:
+      backbone: {name: resnet50, ...}      # backbone plugin + its options
+      fusion: residual                     # fusion plugin (or {name: ..., <options>})
+      block: {channels: 512, ...}          # RockBlock options (mtlkit.models.rock)
+      tasks:                               # task plugins, exactly one primary
+        detection: {num_classes: 19}
+        scene: {num_classes: 27}
+      weighting: fixed                     # weighting plugin (or {name: ..., <options>})
+
+No auxiliary task: no ROCK block (plain SSD). With a full config, the
+``eval`` section's keys that are also options of the primary task
+(``score_threshold``, ``iou_threshold``, ``top_k``, ``max_detections``…)
+override the primary task's options; ``data.image_size`` is passed to the
+primary task's ``build_head`` as ``image_size``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from mtlkit.errors import ConfigError
+from mtlkit.registry import did_you_mean, get_registry
+from mtlkit.task import COMMON_DEFAULTS, PRIMARY, AuxiliaryTask, Task
+
+MODEL_KEYS = ("backbone", "fusion", "block", "tasks", "weighting")
+
+
+class MultiTaskModel(nn.Module):
+    """A backbone, an optional ROCK block and the primary task's head.
+
+    ``model(images)`` with images (B, 3, H, W) in [0, 1] -> dict task name ->
+    raw prediction (primary first); see ``docs/architecture.md``.
+
+    Attributes: ``tasks`` (ordered name -> Task, primary first), ``primary``,
+    ``backbone``, ``block`` (:class:`~mtlkit.models.rock.RockBlock` or None),
+    ``heads`` (ModuleDict holding the primary head), ``weighting``
+    (:class:`~mtlkit.weighting.LossWeighting`).
+    """
+
+    def __init__(self, backbone: nn.Module, tasks: "OrderedDict[str, Task]", primary: str,
+                 head: nn.Module, block: Optional[nn.Module], weighting: nn.Module,
+                 config: Optional[Dict[str, Any]] = None):
+        super().__init__()
+        self.backbone = backbone
+        self.tasks = tasks
+        self.primary = primary
+        self.heads = nn.ModuleDict({primary: head})
+        self.block = block
+        self.weighting = weighting
+        self.config = dict(config or {})
+        mean = torch.tensor(getattr(backbone, "mean", (0.0, 0.0, 0.0)), dtype=torch.float32)
+        std = torch.tensor(getattr(backbone, "std", (1.0, 1.0, 1.0)), dtype=torch.float32)
+        self.register_buffer("pixel_mean", mean.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_inv_std", (1.0 / std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def aux_tasks(self) -> Dict[str, Task]:
+        return {n: t for n, t in self.tasks.items() if n != self.primary}
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """[0, 1] RGB -> backbone input, (x - mean) / std per channel."""
+        return (images - self.pixel_mean) * self.pixel_inv_std
+
+    def forward(self, images: torch.Tensor) -> Dict[str, Any]:
+        sources = list(self.backbone(self.normalize(images)))
+        aux: Dict[str, torch.Tensor] = {}
+        if self.block is not None:
+            sources[-1], aux = self.block(sources[-1])
+        outputs: Dict[str, Any] = {self.primary: self.heads[self.primary](sources)}
+        outputs.update(aux)
+        return outputs
+
+    def losses(self, outputs: Mapping[str, Any], batch: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+        """Task name -> unweighted scalar loss (each masked per sample)."""
+        return {name: task.loss(outputs[name], batch) for name, task in self.tasks.items()
+                if name in outputs}
+
+    def postprocess(self, outputs: Mapping[str, Any], image_size: Sequence[int]) -> Dict[str, Any]:
+        """Raw predictions -> predictions in user units at ``image_size`` (H, W)."""
+        size = (int(image_size[0]), int(image_size[1]))
+        return {name: task.postprocess(outputs[name], size) for name, task in self.tasks.items()
+                if name in outputs}
+
+    @torch.no_grad()
+    def detect(self, images: torch.Tensor) -> Dict[str, Any]:
+        """``postprocess(model(images))`` without autograd (call ``eval()`` first)."""
+        return self.postprocess(self(images), tuple(images.shape[-2:]))
+
+    def set_eval_options(self, **options: Any) -> None:
+        """Override post-processing options of the primary task (e.g.
+        ``score_threshold``); unknown names raise :class:`ConfigError`."""
+        task = self.tasks[self.primary]
+        for key, value in options.items():
+            if key not in task.options:
+                raise ConfigError(f"eval.{key}: not an option of the primary task '{self.primary}'"
+                                  f"{did_you_mean(key, task.options)}")
+            task.options[key] = value
+
+
+# ---------------------------------------------------------------------------
+# Building from a config
+# ---------------------------------------------------------------------------
+
+
+def _component(value: Any, where: str) -> Tuple[str, Dict[str, Any]]:
+    """``"name"`` or ``{name: ..., <options>}`` -> (name, options)."""
+    if isinstance(value, str):
+        return value, {}
+    if isinstance(value, Mapping) and isinstance(value.get("name"), str):
+        options = dict(value)
+        return options.pop("name"), options
+    raise ConfigError(f"{where} must be a name or a mapping with a 'name' key, got {value!r}")
+
+
+def _check_options(options: Mapping[str, Any], defaults: Mapping[str, Any], where: str) -> None:
+    """Unknown options and values of the wrong type -> ConfigError (the project rule:
+    int accepted for float, None default accepts anything, list/tuple interchangeable)."""
+    for key, value in options.items():
+        if key not in defaults:
+            raise ConfigError(f"{where}: unknown option '{key}'{did_you_mean(key, defaults)}; "
+                              f"known options: {', '.join(sorted(defaults)) or 'none'}")
+        default = defaults[key]
+        if default is None:
+            continue
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, (list, tuple)):
+            ok = isinstance(value, (list, tuple))
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            raise ConfigError(f"{where}: option '{key}' must be of the type of its default "
+                              f"{default!r}, got {value!r}")
+
+
+def _split_config(cfg: Any) -> Tuple[Dict[str, Any], Dict[str, Any], Optional[Tuple[int, int]]]:
+    """-> (model section, eval section, image size or None)."""
+    if isinstance(cfg, (str, os.PathLike)):
+        from mtlkit.config import load_config
+
+        cfg = load_config(cfg)
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"build_model expects a config path or dict, got {type(cfg).__name__}")
+    from mtlkit.config import validate_config
+
+    # Validation normalises too: components as {name: ...}, null tasks dropped.
+    cfg = validate_config(cfg) if "model" in cfg else validate_config({"model": cfg})
+    if "model" in cfg:
+        model_cfg = cfg["model"]
+        eval_cfg = cfg.get("eval") or {}
+        size = (cfg.get("data") or {}).get("image_size")
+        image_size = (int(size[0]), int(size[1])) if size else None
+    else:
+        model_cfg, eval_cfg, image_size = cfg, {}, None
+    if not isinstance(model_cfg, Mapping):
+        raise ConfigError(f"model: expected a mapping, got {model_cfg!r}")
+    return dict(model_cfg), dict(eval_cfg), image_size
+
+
+def build_tasks(tasks_cfg: Any, eval_cfg: Optional[Mapping[str, Any]] = None,
+                registry=None) -> Tuple["OrderedDict[str, Task]", str]:
+    """``model.tasks`` -> (ordered name -> Task with the primary first, primary name)."""
+    registry = registry or get_registry()
+    if not isinstance(tasks_cfg, Mapping) or not tasks_cfg:
+        raise ConfigError("model.tasks: expected a mapping of task name -> options with at least "
+                          "the primary (detection) task")
+    built: Dict[str, Task] = {}
+    for name, options in tasks_cfg.items():
+        if options is None or options is False:
+            continue  # dropped, as mtlkit.config does (-o model.tasks.depth=null)
+        cls = registry.get("task", name)
+        options = dict(options) if isinstance(options, Mapping) else {}
+        where = f"model.tasks.{name}"
+        if not isinstance(cls, type) or not issubclass(cls, Task):
+            raise ConfigError(f"{where}: task '{name}' is not an mtlkit.task.Task subclass")
+        defaults = {**COMMON_DEFAULTS, **getattr(cls, "defaults", {})}
+        _check_options(options, defaults, where)
+        if cls.role == PRIMARY and eval_cfg:
+            options.update({k: v for k, v in eval_cfg.items() if k in defaults})
+        built[name] = cls(name, options)
+    primaries = [n for n, t in built.items() if t.role == PRIMARY]
+    if len(primaries) != 1:
+        raise ConfigError(
+            f"model.tasks: exactly one primary task is needed, got {len(primaries)}"
+            + (f" ({', '.join(primaries)})" if primaries else "")
+            + f"; tasks: {', '.join(built)}")
+    primary = primaries[0]
+    ordered = OrderedDict([(primary, built[primary])])
+    ordered.update((n, t) for n, t in built.items() if n != primary)
+    return ordered, primary
+
+
+def build_model(cfg: Any, image_size: Optional[Sequence[int]] = None) -> MultiTaskModel:
+    """Build a :class:`MultiTaskModel` from a config path, full config dict or
+    model section. ``image_size`` (H, W) overrides ``data.image_size``."""
+    from mtlkit.models.rock import RockBlock
+
+    model_cfg, eval_cfg, cfg_size = _split_config(cfg)
+    size = tuple(int(s) for s in image_size) if image_size is not None else cfg_size
+    for key in model_cfg:
+        if key not in MODEL_KEYS:
+            raise ConfigError(f"model: unknown key '{key}'{did_you_mean(key, MODEL_KEYS)}; "
+                              f"known keys: {', '.join(MODEL_KEYS)}")
+    registry = get_registry()
+
+    if "backbone" not in model_cfg:
+        raise ConfigError("model.backbone: missing (e.g. backbone: resnet_small)")
+    bb_name, bb_options = _component(model_cfg["backbone"], "model.backbone")
+    bb_cls = registry.get("backbone", bb_name)
+    if getattr(bb_cls, "defaults", None) is not None:
+        _check_options(bb_options, bb_cls.defaults, f"model.backbone ({bb_name})")
+    backbone = bb_cls(**bb_options)
+
+    tasks, primary = build_tasks(model_cfg.get("tasks"), eval_cfg, registry)
+    aux = OrderedDict((n, t) for n, t in tasks.items() if n != primary)
+
+    block = None
+    fusion_name, fusion_options = _component(model_cfg.get("fusion", "residual"), "model.fusion")
+    fusion_cls = registry.get("fusion", fusion_name)
+    _check_options(fusion_options, getattr(fusion_cls, "defaults", {}), f"model.fusion ({fusion_name})")
+    block_options = dict(model_cfg.get("block") or {})
+    _check_options(block_options, RockBlock.defaults, "model.block")
+    if aux:
+        not_aux = [n for n, t in aux.items() if not isinstance(t, AuxiliaryTask)]
+        if not_aux:
+            raise ConfigError(f"model.tasks.{not_aux[0]}: an auxiliary task must subclass "
+                              f"mtlkit.task.AuxiliaryTask")
+        block = RockBlock(backbone.out_channels[-1], aux, fusion_cls, fusion_options, **block_options)
+
+    context = {"image_size": size, "strides": list(getattr(backbone, "strides", []))}
+    head = tasks[primary].build_head(list(backbone.out_channels), **context)
+
+    w_name, w_options = _component(model_cfg.get("weighting", "fixed"), "model.weighting")
+    w_cls = registry.get("weighting", w_name)
+    _check_options(w_options, getattr(w_cls, "defaults", {}), f"model.weighting ({w_name})")
+    weighting = w_cls(tasks, **w_options)
+
+    return MultiTaskModel(backbone, tasks, primary, head, block, weighting, config=model_cfg)
