@@ -1,0 +1,109 @@
+"""Samples on disk: one compressed ``.npz`` per sample (written atomically),
+plus a ``dataset.json`` describing a set written by ``mtlkit data synth``.
+
+Layout of a written set::
+
+    DIR/dataset.json          format, version, classes, scenes, config, count
+    DIR/samples/000000.npz    arrays of generate.generate_sample
+    DIR/preview.png           a grid of some samples (image + boxes, depth, normals)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from typing import Dict
+
+import numpy as np
+
+from mtlkit.errors import DataError
+from mtlkit.utils.io import atomic_write
+
+FORMAT = "mtlkit-synthetic"
+FORMAT_VERSION = 1
+
+#: key -> (dtype, number of dimensions) of a stored sample
+SCHEMA = {
+    "image": (np.uint8, 3),
+    "depth": (np.float32, 2),
+    "depth_mask": (np.bool_, 2),
+    "normals": (np.float32, 3),
+    "normals_mask": (np.bool_, 2),
+    "boxes": (np.float32, 2),
+    "labels": (np.int64, 1),
+    "scene": (np.int64, 0),
+    "instances": (np.uint8, 2),
+    "box_instance": (np.int64, 1),
+}
+
+
+def sample_path(root: str, index: int) -> str:
+    return os.path.join(root, "samples", f"{index:06d}.npz")
+
+
+def save_sample(path: str, arrays: Dict[str, np.ndarray]) -> None:
+    """Write one sample as a compressed npz, atomically."""
+    with atomic_write(path, "wb") as handle:
+        np.savez_compressed(handle, **{k: arrays[k] for k in SCHEMA})
+
+
+def load_sample(path: str) -> Dict[str, np.ndarray]:
+    """Read one sample, checking keys, dtypes and ranks; :class:`DataError` otherwise."""
+    if not os.path.exists(path):
+        raise DataError(f"synthetic sample file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"synthetic sample file {path} is not a readable npz: {exc}") from None
+    for key, (dtype, ndim) in SCHEMA.items():
+        if key not in arrays:
+            raise DataError(f"synthetic sample file {path} has no array '{key}'")
+        a = arrays[key]
+        if a.dtype != dtype or a.ndim != ndim:
+            raise DataError(f"synthetic sample file {path}: '{key}' should be {np.dtype(dtype).name} "
+                            f"with {ndim} dimensions, got {a.dtype.name} with shape {a.shape}")
+    h, w = arrays["image"].shape[:2]
+    for key in ("depth", "depth_mask", "normals_mask", "instances"):
+        if arrays[key].shape != (h, w):
+            raise DataError(f"synthetic sample file {path}: '{key}' has shape {arrays[key].shape}, "
+                            f"expected {(h, w)} like the image")
+    if arrays["normals"].shape != (3, h, w) or arrays["image"].shape[2] != 3:
+        raise DataError(f"synthetic sample file {path}: image / normals should be (H, W, 3) / (3, H, W)")
+    if arrays["boxes"].shape != (len(arrays["labels"]), 4):
+        raise DataError(f"synthetic sample file {path}: boxes {arrays['boxes'].shape} do not match "
+                        f"labels {arrays['labels'].shape}")
+    return arrays
+
+
+def write_json(path: str, payload: dict) -> None:
+    with atomic_write(path, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+
+
+def read_dataset_json(root: str, require_complete: bool = True) -> dict:
+    """The ``dataset.json`` of a written set, validated (an unfinished set is
+    refused unless ``require_complete`` is False)."""
+    path = os.path.join(root, "dataset.json")
+    if not os.path.isdir(root):
+        raise DataError(f"synthetic root {root} is not a folder")
+    if not os.path.exists(path):
+        raise DataError(f"{path} not found: 'root' must be a folder written by 'mtlkit data synth'")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            meta = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DataError(f"{path}: 'format' should be '{FORMAT}'")
+    if meta.get("version") != FORMAT_VERSION:
+        raise DataError(f"{path}: format version {meta.get('version')!r} is not supported "
+                        f"(this mtlkit reads version {FORMAT_VERSION})")
+    for key in ("classes", "scenes", "config", "count"):
+        if key not in meta:
+            raise DataError(f"{path} has no '{key}' entry")
+    if require_complete and meta.get("complete") is False:
+        raise DataError(f"{root} is an unfinished set: rerun the 'mtlkit data synth' command that wrote it")
+    return meta
