@@ -1,0 +1,117 @@
+"""Run logging: ``metrics.jsonl`` (one JSON object per line), TensorBoard
+when installed, and a tqdm progress bar. Only rank 0 writes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Dict, Mapping, Optional
+
+from mtlkit.utils.io import atomic_write
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: non-finite floats become strings ("nan", "inf")."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def write_json(path: str, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_write(path, "w", encoding="utf-8") as handle:
+        json.dump(_plain(data), handle, indent=2)
+        handle.write("\n")
+
+
+class RunLogger:
+    """Appends records to ``OUT/metrics.jsonl`` and mirrors scalars to
+    TensorBoard (``OUT/tb``) when ``torch.utils.tensorboard`` is importable."""
+
+    def __init__(self, out_dir: str, enabled: bool = True, tensorboard: bool = True):
+        self.enabled = enabled
+        self.path = os.path.join(out_dir, "metrics.jsonl")
+        self._file = open(self.path, "a", encoding="utf-8") if enabled else None
+        self._tb = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+            except Exception:  # noqa: BLE001 - optional
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self._tb = SummaryWriter(os.path.join(out_dir, "tb"))
+
+    @staticmethod
+    def truncate(out_dir: str, after_iter: int) -> None:
+        """Drop records of iterations > ``after_iter`` (a resumed run redoes them)."""
+        path = os.path.join(out_dir, "metrics.jsonl")
+        if not os.path.isfile(path):
+            return
+        kept = []
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a kill
+                if int(record.get("iter", 0)) <= after_iter:
+                    kept.append(json.dumps(record))
+        with atomic_write(path, "w", encoding="utf-8") as handle:
+            handle.write("".join(k + "\n" for k in kept))
+
+    def log(self, record: Dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self._file.write(json.dumps(_plain(record)) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            step = int(record.get("iter", 0))
+            prefix = record.get("event", "log")
+            for key, value in _flatten(record).items():
+                if key not in ("iter", "event") and isinstance(value, (int, float)) \
+                        and not isinstance(value, bool):
+                    self._tb.add_scalar(f"{prefix}/{key}", value, step)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, key + "/"))
+        else:
+            out[key] = v
+    return out
+
+
+def progress_bar(total: int, initial: int, enabled: bool):
+    """A tqdm bar on stderr, or ``None`` when disabled."""
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, dynamic_ncols=True, unit="it", desc="train",
+                mininterval=0.5)
+
+
+def fmt(value: Optional[float]) -> str:
+    if value is None:
+        return "-"
+    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e4):
+        return f"{value:.2e}"
+    return f"{value:.4g}"

@@ -1,0 +1,615 @@
+"""The training loop: iteration-based, DDP-aware, exactly resumable.
+
+One iteration = ``train.accumulate`` batches of ``data.batch_size`` images
+per process, one optimiser step. Around it: the lr schedule (a function of
+the iteration), AMP on CUDA, gradient clipping, EMA, a NaN/inf guard naming
+the diverging task, periodic evaluation on the validation split, atomic
+checkpoints (``OUT/last.pt``) and SIGINT/SIGTERM handling (save, then stop).
+
+Exact resume: data order is a pure function of (seed, epoch), augmentation of
+(seed, epoch, index), the lr of the iteration, and the checkpoint holds every
+state (model, optimiser, scaler, EMA, all RNGs, data position), so on CPU a
+run killed at any moment and resumed ends with the same weights, bit for bit,
+as an uninterrupted one. Evaluation runs with the RNG states saved and
+restored, so evaluating does not change what training does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtlkit.engine import dist
+from mtlkit.engine.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from mtlkit.engine.data import ShardedBatches, TrainStream
+from mtlkit.engine.ema import ModelEMA
+from mtlkit.engine.evaluator import evaluate_model, move_to, per_class_ap
+from mtlkit.engine.logger import RunLogger, fmt, progress_bar, write_json
+from mtlkit.engine.optim import LRSchedule, build_optimizer
+from mtlkit.engine.schema import EVAL_DEFAULTS, TRAIN_DEFAULTS
+from mtlkit.errors import ConfigError, MtlkitError
+
+CHECKPOINT_NAME = "last.pt"
+
+
+class TrainingDiverged(MtlkitError):
+    """A task's loss became NaN or infinite; the message names the task."""
+
+
+class RunExists(MtlkitError):
+    """The output folder already holds a run and ``resume`` was not asked."""
+
+
+# ----------------------------------------------------------------------------
+# config helpers
+# ----------------------------------------------------------------------------
+def with_defaults(defaults: Mapping[str, Any], section: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """``section`` merged over ``defaults`` (nested dicts merged key by key)."""
+    out = copy.deepcopy(dict(defaults))
+    for key, value in (section or {}).items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and out[key]:
+            out[key] = with_defaults(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve_config(cfg: Mapping[str, Any]) -> Dict[str, Any]:
+    """The config with complete ``train`` and ``eval`` sections."""
+    cfg = copy.deepcopy(dict(cfg))
+    cfg["train"] = with_defaults(TRAIN_DEFAULTS, cfg.get("train"))
+    cfg["eval"] = with_defaults(EVAL_DEFAULTS, cfg.get("eval"))
+    return cfg
+
+
+def select_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is 'cuda' but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def default_out_dir(config_path: Optional[str]) -> str:
+    """``runs/<config stem>-<timestamp>``."""
+    stem = os.path.splitext(os.path.basename(config_path))[0] if config_path else "run"
+    return os.path.join("runs", f"{stem}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+
+
+def dataset_attr(dataset: Any, name: str) -> Optional[Any]:
+    """``dataset.<name>`` looked up through wrappers (``.dataset``)."""
+    for _ in range(5):
+        if dataset is None:
+            return None
+        value = getattr(dataset, name, None)
+        if value is not None:
+            return list(value)
+        dataset = getattr(dataset, "dataset", None)
+    return None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed & 0xFFFFFFFF)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def preserved_rng():
+    """Run a block without changing the global RNG states."""
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+
+
+class _StopRequest:
+    """SIGINT / SIGTERM set a flag the loop checks after each iteration; a
+    second SIGINT interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested: Optional[str] = None
+        self._previous: Dict[int, Any] = {}
+
+    def _handler(self, signum, frame) -> None:  # noqa: ANN001
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __enter__(self) -> "_StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+# ----------------------------------------------------------------------------
+# the trainer
+# ----------------------------------------------------------------------------
+class Trainer:
+    """Trains the model of a config; :meth:`run` returns the final metrics.
+
+    :param cfg: a validated config dict (see :func:`mtlkit.engine.train`).
+    :param out_dir: the run directory.
+    :param model: a prebuilt ``MultiTaskModel`` (default ``mtlkit.build_model(cfg)``).
+    :param train_dataset, val_dataset: prebuilt datasets (default from
+        ``data.train`` / ``data.<eval.split>`` with their transforms).
+    :param collate_fn: default :func:`mtlkit.data.collate`.
+    """
+
+    def __init__(self, cfg: Mapping[str, Any], out_dir: str, *, resume: bool = False,
+                 model: Optional[nn.Module] = None, train_dataset: Any = None,
+                 val_dataset: Any = None, collate_fn: Optional[Callable] = None):
+        self.cfg = resolve_config(cfg)
+        self.tc = self.cfg["train"]
+        self.out_dir = os.fspath(out_dir)
+        self.resume = resume
+        self._model, self._train_dataset, self._val_dataset = model, train_dataset, val_dataset
+        self._collate = collate_fn
+        self.checkpoint_path = os.path.join(self.out_dir, CHECKPOINT_NAME)
+        self.last_eval: Dict[str, Dict[str, float]] = {}
+        self.last_eval_iter = -1
+        self.last_saved_iter = -1
+
+    # -- building ------------------------------------------------------------
+    def _collate_fn(self) -> Callable:
+        if self._collate is None:
+            from mtlkit.data import collate
+
+            self._collate = collate
+        return self._collate
+
+    def _datasets(self) -> None:
+        data = self.cfg.get("data") or {}
+        split = self.cfg["eval"]["split"]
+        if self._train_dataset is None:
+            from mtlkit.data import build_split
+
+            self._train_dataset = build_split(data, "train", train=True, seed=int(self.tc["seed"]))
+        if self._val_dataset is None and data.get(split) is not None:
+            from mtlkit.data import build_split
+
+            self._val_dataset = build_split(data, split, train=False, seed=int(self.tc["seed"]))
+
+    def _build_model(self) -> nn.Module:
+        if self._model is not None:
+            return self._model
+        from mtlkit import build_model
+
+        return build_model(self.cfg)
+
+    def _amp(self, device: torch.device) -> Optional[torch.dtype]:
+        if not self.tc["amp"]:
+            return None
+        if device.type != "cuda":
+            self._note("train.amp is ignored on CPU (mixed precision needs a CUDA device)")
+            return None
+        return torch.bfloat16 if self.tc["amp_dtype"] == "bfloat16" else torch.float16
+
+    def _note(self, message: str) -> None:
+        if not dist.is_main():
+            return
+        bar = getattr(self, "_bar", None)
+        if bar is not None:
+            bar.write(f"mtlkit: {message}", file=sys.stderr)
+        else:
+            print(f"mtlkit: {message}", file=sys.stderr, flush=True)
+
+    # -- running ---------------------------------------------------------------
+    def run(self) -> Dict[str, Dict[str, float]]:
+        """Train to ``train.iters``; returns the last evaluation's metrics
+        (task -> metric -> value; empty without a validation split)."""
+        device = select_device(self.tc["device"])
+        created_group = dist.init_from_env(device.type)
+        try:
+            if dist.world_size() > 1 and device.type == "cuda":
+                device = torch.device("cuda", dist.local_rank())
+            return self._run(device)
+        finally:
+            if created_group:
+                dist.shutdown()
+
+    def _run(self, device: torch.device) -> Dict[str, Dict[str, float]]:
+        tc, cfg = self.tc, self.cfg
+        iters = int(tc["iters"])
+        accumulate = max(1, int(tc["accumulate"]))
+        world, rank, main = dist.world_size(), dist.rank(), dist.is_main()
+        seed = int(tc["seed"])
+
+        if tc["deterministic"]:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        elif device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+        ckpt = None
+        if os.path.isfile(self.checkpoint_path):
+            if not self.resume:
+                raise RunExists(f"{self.out_dir} already holds a run ({CHECKPOINT_NAME}); pass --resume "
+                                "to continue it, or choose another --out")
+            ckpt = load_checkpoint(self.checkpoint_path)
+        elif self.resume:
+            self._note(f"--resume: no checkpoint in {self.out_dir}, starting from scratch")
+        if main:
+            os.makedirs(self.out_dir, exist_ok=True)
+            from mtlkit.config import save_config
+
+            save_config(cfg, os.path.join(self.out_dir, "config.yaml"))
+
+        seed_everything(seed)
+        self._datasets()
+        model = self._build_model().to(device)
+        core = model
+        if world > 1 and tc["sync_bn"]:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            core = model
+        optimizer = build_optimizer(core, tc["optimizer"])
+        schedule = LRSchedule(optimizer, iters, tc["schedule"])
+        amp_dtype = self._amp(device)
+        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+        ema = ModelEMA(core, tc["ema"]["decay"], tc["ema"]["warmup"]) if tc["ema"]["enabled"] else None
+
+        batch_size = int((cfg.get("data") or {}).get("batch_size", 8))
+        sampler = ShardedBatches(len(self._train_dataset), batch_size, world, rank, seed)
+        start_iter, epoch, batch_pos = 0, 0, 0
+        if ckpt is not None:
+            core.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            schedule.load_state_dict(ckpt.get("scheduler") or {})
+            if scaler is not None and ckpt.get("scaler"):
+                scaler.load_state_dict(ckpt["scaler"])
+            if ema is not None and ckpt.get("ema"):
+                ema.load_state_dict(ckpt["ema"])
+            start_iter = int(ckpt["iteration"])
+            data_state = ckpt["data"]
+            epoch, batch_pos = int(data_state["epoch"]), int(data_state["batch"])
+            old_global = int(data_state["batch_size"]) * int(data_state["world_size"])
+            if old_global != sampler.global_batch:
+                self._note(f"global batch changed from {old_global} to {sampler.global_batch}: "
+                           "the data order cannot continue exactly")
+                batch_pos = batch_pos * old_global // sampler.global_batch
+            rngs = ckpt["rng"]
+            rngs = rngs if isinstance(rngs, list) else [rngs]
+            set_rng_state(rngs[rank] if len(rngs) == world else rngs[0])
+            self.last_saved_iter = start_iter
+            self.last_eval_iter = start_iter if ckpt.get("evaluated") else -1
+            self.last_eval = ckpt.get("last_eval") or {}
+            if main:
+                RunLogger.truncate(self.out_dir, start_iter)
+                self._note(f"resumed from {self.checkpoint_path} at iteration {start_iter}")
+
+        if world > 1:
+            ddp_kwargs = {"find_unused_parameters": bool(tc["find_unused_parameters"])}
+            if device.type == "cuda":
+                ddp_kwargs["device_ids"] = [device.index]
+            model = nn.parallel.DistributedDataParallel(core, **ddp_kwargs)
+
+        stream = TrainStream(self._train_dataset, sampler, self._collate_fn(),
+                             int((cfg.get("data") or {}).get("num_workers", 0)),
+                             pin_memory=device.type == "cuda", epoch=epoch, batch=batch_pos)
+        logger = RunLogger(self.out_dir, enabled=main, tensorboard=bool(tc["tensorboard"]))
+        bar = self._bar = progress_bar(iters, start_iter, bool(tc["progress"]) and main)
+        task_names = list(core.tasks)
+        state = _Window()
+        self._ctx = dict(core=core, optimizer=optimizer, schedule=schedule, scaler=scaler, ema=ema,
+                         stream=stream, sampler=sampler, device=device, amp_dtype=amp_dtype,
+                         batch_size=batch_size, logger=logger)
+        stopped: Optional[str] = None
+        try:
+            with _StopRequest() as stop:
+                model.train()
+                for it in range(start_iter, iters):
+                    lr = schedule.step(it)
+                    optimizer.zero_grad(set_to_none=True)
+                    t0 = time.perf_counter()
+                    sums = torch.zeros(len(task_names) + 1, dtype=torch.float64)
+                    for micro in range(accumulate):
+                        batch = move_to(stream.next(), device, non_blocking=True)
+                        sync = (contextlib.nullcontext() if micro == accumulate - 1 or world == 1
+                                else model.no_sync())
+                        with sync:
+                            with (torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None
+                                  else contextlib.nullcontext()):
+                                outputs = model(batch["image"])
+                                losses = core.losses(outputs, batch)
+                                total, weights = core.weighting(losses)
+                            loss = total / accumulate
+                            (scaler.scale(loss) if scaler is not None else loss).backward()
+                        sums += torch.stack([losses[n].detach().float() for n in task_names]
+                                            + [total.detach().float()]).cpu().double()
+                    # One reduction per iteration: the losses (for logging and the
+                    # NaN guard, which every rank must agree on) and the stop flag.
+                    vec = torch.cat([sums / accumulate,
+                                     torch.tensor([1.0 if stop.requested else 0.0], dtype=torch.float64)])
+                    if world > 1:
+                        vec = dist.all_reduce_mean(vec.to(device)).cpu()
+                    values = vec.tolist()
+                    task_losses = dict(zip(task_names, values[:-2]))
+                    self._check_finite(task_losses, values[-2], it + 1)
+
+                    if scaler is not None:
+                        scaler.unscale_(optimizer)
+                    if float(tc["clip_grad_norm"]) > 0:
+                        torch.nn.utils.clip_grad_norm_(core.parameters(), float(tc["clip_grad_norm"]))
+                    if scaler is not None:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
+                    if ema is not None:
+                        ema.update(core)
+                    done = it + 1
+
+                    state.add(task_losses, values[-2], batch_size * accumulate * world,
+                              time.perf_counter() - t0, weights)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix_str(" ".join(
+                            [f"{n}={fmt(v)}" for n, v in task_losses.items()]
+                            + [f"lr={fmt(lr)}", f"img/s={state.rate():.1f}"]), refresh=False)
+                    if done % max(1, int(tc["log_every"])) == 0 or done == iters:
+                        logger.log(state.record(done, lr, stream.state()))
+                        state.reset()
+                    if tc["eval_every"] and done % int(tc["eval_every"]) == 0 and done < iters:
+                        self._evaluate(done, final=False)
+                    if tc["checkpoint_every"] and done % int(tc["checkpoint_every"]) == 0:
+                        self._save(done)
+                    if values[-1] > 0:
+                        stopped = stop.requested or "a signal on another process"
+                        if self.last_saved_iter != done:
+                            self._save(done)
+                        break
+                else:
+                    done = iters
+                    if self.last_saved_iter != done:
+                        self._save(done)
+            if stopped is not None:
+                if bar is not None:
+                    bar.close()
+                    bar = self._bar = None
+                self._note(f"stopped by {stopped} at iteration {done}; checkpoint saved to "
+                           f"{self.checkpoint_path} (continue with --resume)")
+                raise KeyboardInterrupt(f"stopped at iteration {done}")
+            if bar is not None:
+                bar.close()
+                bar = self._bar = None
+            if tc["eval_at_end"] and self._val_dataset is not None and self.last_eval_iter != iters:
+                self._evaluate(iters, final=True)
+                if self.last_saved_iter == iters:
+                    self._save(iters)  # record that the final evaluation is done
+            self._finish()
+            return self.last_eval
+        finally:
+            if bar is not None:
+                bar.close()
+            self._bar = None
+            stream.close()
+            logger.close()
+
+    # -- pieces ------------------------------------------------------------------
+    def _check_finite(self, task_losses: Mapping[str, float], total: float, iteration: int) -> None:
+        bad = [n for n, v in task_losses.items() if not math.isfinite(v)]
+        if not bad and math.isfinite(total):
+            return
+        desc = ", ".join(f"{n}={v:.4g}" for n, v in task_losses.items())
+        what = (f"the loss of task '{bad[0]}' is {task_losses[bad[0]]}" if bad
+                else f"the total loss is {total} (task losses are finite: check the weighting)")
+        kept = (f"the last good checkpoint is {self.checkpoint_path} (iteration {self.last_saved_iter})"
+                if self.last_saved_iter >= 0 else "no checkpoint was written")
+        self._ctx["logger"].log({"event": "diverged", "iter": iteration, "task": bad[0] if bad else None,
+                                 "losses": dict(task_losses)})
+        raise TrainingDiverged(f"training diverged at iteration {iteration}: {what} "
+                               f"(losses: {desc}); stopped without saving, {kept}. Lower "
+                               "train.optimizer.lr, add warm-up or train.clip_grad_norm.")
+
+    def _state(self, iteration: int) -> Dict[str, Any]:
+        c = self._ctx
+        import yaml
+
+        return {
+            "iteration": int(iteration),
+            "model": c["core"].state_dict(),
+            "optimizer": c["optimizer"].state_dict(),
+            "scheduler": c["schedule"].state_dict(),
+            "scaler": c["scaler"].state_dict() if c["scaler"] is not None else None,
+            "ema": c["ema"].state_dict() if c["ema"] is not None else None,
+            "rng": dist.all_gather_object(rng_state()),
+            "data": {**c["stream"].state(), "seed": int(self.tc["seed"]),
+                     "batch_size": int(c["batch_size"]), "world_size": dist.world_size()},
+            "evaluated": self.last_eval_iter == iteration,
+            "last_eval": self.last_eval,
+            "meta": {
+                "classes": dataset_attr(self._train_dataset, "classes"),
+                "scenes": dataset_attr(self._train_dataset, "scenes"),
+                "tasks": list(c["core"].tasks),
+                "config": yaml.safe_dump(_plain(self.cfg), sort_keys=False),
+                "mtlkit": _version(),
+            },
+        }
+
+    def _save(self, iteration: int) -> None:
+        state = self._state(iteration)  # collective (RNG gather): every rank
+        if dist.is_main():
+            save_checkpoint(state, self.checkpoint_path)
+        dist.barrier()
+        self.last_saved_iter = iteration
+
+    def _eval_model(self) -> nn.Module:
+        c = self._ctx
+        if c["ema"] is None or not self.tc["ema"]["evaluate"]:
+            return c["core"]
+        model = copy.deepcopy(c["core"])
+        model.load_state_dict(c["ema"].state)
+        return model
+
+    def _evaluate(self, iteration: int, final: bool) -> None:
+        c = self._ctx
+        ec = self.cfg["eval"]
+        data = self.cfg.get("data") or {}
+        with preserved_rng():
+            values, metrics, detections = evaluate_model(
+                self._eval_model(), self._val_dataset,
+                int(ec["batch_size"] or data.get("batch_size", 8)), self._collate_fn(), c["device"],
+                int(ec["num_workers"] if ec["num_workers"] is not None else data.get("num_workers", 0)),
+                export_detections=final and bool(ec["export_detections"]), amp_dtype=c["amp_dtype"])
+        self.last_eval, self.last_eval_iter = values, iteration
+        c["logger"].log({"event": "eval", "iter": iteration, "metrics": values})
+        if final and dist.is_main():
+            write_eval_outputs(self.out_dir, values, metrics, detections,
+                               dataset_attr(self._val_dataset, "classes"), iteration=iteration,
+                               plots=bool(self.tc["plots"]), primary=getattr(c["core"], "primary", None))
+        summary = "  ".join(f"{t}: " + ", ".join(f"{k}={fmt(v)}" for k, v in list(m.items())[:3])
+                            for t, m in values.items())
+        self._note(f"eval @ {iteration}: {summary}")
+
+    def _finish(self) -> None:
+        if not dist.is_main() or not self.tc["plots"]:
+            return
+        from mtlkit import viz
+
+        path = os.path.join(self.out_dir, "metrics.jsonl")
+        if os.path.isfile(path):
+            self._ctx["logger"].close()
+            viz.plot_training_curves(path, os.path.join(self.out_dir, "curves.png"))
+
+
+def write_eval_outputs(out_dir: str, values: Mapping[str, Mapping[str, float]], metrics: Mapping[str, Any],
+                       detections: Optional[List[Dict[str, Any]]], class_names: Optional[List[str]],
+                       iteration: Optional[int] = None, plots: bool = True,
+                       primary: Optional[str] = None, checkpoint: Optional[str] = None) -> None:
+    """``metrics.json``, ``detections.json`` and ``per_class_ap.png`` in ``out_dir``."""
+    os.makedirs(out_dir, exist_ok=True)
+    record: Dict[str, Any] = {"metrics": values}
+    if iteration is not None:
+        record["iteration"] = iteration
+    if checkpoint is not None:
+        record["checkpoint"] = os.path.abspath(checkpoint)
+    per_class = {}
+    if primary is not None and primary in metrics:
+        try:
+            per_class = per_class_ap(metrics[primary], class_names)
+        except Exception:  # noqa: BLE001 - a metric without per-class results
+            per_class = {}
+    if per_class:
+        record["per_class_ap"] = per_class
+    write_json(os.path.join(out_dir, "metrics.json"), record)
+    if detections is not None:
+        write_json(os.path.join(out_dir, "detections.json"), detections)
+    if plots and per_class:
+        from mtlkit import viz
+
+        viz.plot_per_class_ap(per_class, os.path.join(out_dir, "per_class_ap.png"),
+                              title=f"{primary} per-class AP")
+
+
+class _Window:
+    """Running means over a logging window."""
+
+    def __init__(self) -> None:
+        self.reset()
+        self._rate = 0.0
+
+    def reset(self) -> None:
+        self.n, self.images, self.seconds = 0, 0, 0.0
+        self.losses: Dict[str, float] = {}
+        self.total = 0.0
+        self.weights: Dict[str, float] = {}
+
+    def add(self, losses: Mapping[str, float], total: float, images: int, seconds: float,
+            weights: Mapping[str, Any]) -> None:
+        self.n += 1
+        self.images += images
+        self.seconds += seconds
+        self.total += total
+        for k, v in losses.items():
+            self.losses[k] = self.losses.get(k, 0.0) + v
+        self.weights = {k: float(v) for k, v in (weights or {}).items()}
+        self._rate = images / seconds if seconds > 0 else 0.0
+
+    def rate(self) -> float:
+        return self._rate
+
+    def record(self, iteration: int, lr: float, data_state: Mapping[str, int]) -> Dict[str, Any]:
+        n = max(1, self.n)
+        return {"event": "train", "iter": iteration, "loss": self.total / n,
+                "losses": {k: v / n for k, v in self.losses.items()}, "weights": self.weights,
+                "lr": lr, "images_per_s": self.images / self.seconds if self.seconds > 0 else None,
+                "epoch": data_state["epoch"], "time": time.time()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _version() -> str:
+    from mtlkit import __version__
+
+    return __version__
+
+
+# ----------------------------------------------------------------------------
+# the Python API
+# ----------------------------------------------------------------------------
+def load_run_config(cfg: Union[str, "os.PathLike[str]", Mapping[str, Any]],
+                    overrides: List[str] = ()) -> Dict[str, Any]:
+    from mtlkit.config import load_config
+
+    return load_config(cfg, list(overrides))
+
+
+def train(cfg: Union[str, "os.PathLike[str]", Mapping[str, Any]], out_dir: Optional[str] = None,
+          iters: Optional[int] = None, resume: bool = False, checkpoint_every: Optional[int] = None,
+          seed: Optional[int] = None, overrides: List[str] = (), progress: Optional[bool] = None,
+          model: Optional[nn.Module] = None, train_dataset: Any = None, val_dataset: Any = None,
+          collate_fn: Optional[Callable] = None) -> Dict[str, Dict[str, float]]:
+    """Train a model and return its final validation metrics (task -> metric
+    name -> value; empty when the config has no validation split).
+
+    :param cfg: a config path or dict (validated; ``overrides`` applied).
+    :param out_dir: the run directory (default ``runs/<config stem>-<time>``).
+    :param iters, checkpoint_every, seed, progress: override ``train.*``.
+    :param resume: continue from ``out_dir/last.pt`` exactly.
+    :param model, train_dataset, val_dataset, collate_fn: prebuilt parts
+        (default: built from the config).
+    :raises TrainingDiverged: when a loss becomes NaN/inf.
+    :raises KeyboardInterrupt: after SIGINT/SIGTERM (a checkpoint is saved first).
+    """
+    config_path = None if isinstance(cfg, Mapping) else os.fspath(cfg)
+    cfg = load_run_config(cfg, overrides)
+    cfg = resolve_config(cfg)
+    for key, value in (("iters", iters), ("checkpoint_every", checkpoint_every), ("seed", seed),
+                       ("progress", progress)):
+        if value is not None:
+            cfg["train"][key] = value
+    if int(cfg["train"]["iters"]) < 0:
+        raise ConfigError(f"train.iters must be >= 0, got {cfg['train']['iters']}")
+    out_dir = out_dir or default_out_dir(config_path)
+    return Trainer(cfg, out_dir, resume=resume, model=model, train_dataset=train_dataset,
+                   val_dataset=val_dataset, collate_fn=collate_fn).run()

@@ -1,0 +1,234 @@
+"""The training loop on a tiny fake model (tests/test_engine_fakes.py):
+outputs, exact resume, SIGINT, NaN guard, accumulation, EMA, schedules."""
+
+import copy
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from mtlkit.engine import RunExists, TrainingDiverged, evaluate, train
+from mtlkit.engine.optim import LRSchedule, build_optimizer, lr_factor, milestones
+from mtlkit.engine.schema import TRAIN_DEFAULTS
+from mtlkit.engine.trainer import resolve_config, with_defaults
+from test_engine_fakes import ENGINE_CFG, FakeDataset, FakeModel, fake_parts, final_weights
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Bit-exact comparisons need the same intra-op parallelism in every run."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def cfg_with(**train):
+    cfg = copy.deepcopy(ENGINE_CFG)
+    cfg["train"].update(train)
+    return cfg
+
+
+def assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_train_writes_run_directory_and_learns(tmp_path):
+    parts = fake_parts()
+    before = {k: v.clone() for k, v in parts["model"].state_dict().items()}
+    metrics = train(cfg_with(iters=30, eval_every=10, log_every=5, plots=True), tmp_path, **parts)
+    assert set(metrics) == {"reg", "cls"}
+    assert metrics["reg"]["count"] == 10  # every validation sample, once
+    for name in ("config.yaml", "metrics.jsonl", "last.pt", "metrics.json", "curves.png"):
+        assert (tmp_path / name).is_file(), name
+    assert not (tmp_path / "detections.json").exists()  # no detection task in the fake
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    train_records = [r for r in records if r["event"] == "train"]
+    assert [r["iter"] for r in train_records] == [5, 10, 15, 20, 25, 30]
+    assert [r["iter"] for r in records if r["event"] == "eval"] == [10, 20, 30]
+    assert train_records[-1]["loss"] < train_records[0]["loss"]
+    assert train_records[0]["images_per_s"] > 0
+    assert set(train_records[0]["losses"]) == {"reg", "cls"}
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert ckpt["iteration"] == 30
+    # 30 batches consumed, 8 batches per epoch: epoch 3, batch 6
+    assert (ckpt["data"]["epoch"], ckpt["data"]["batch"]) == (3, 6)
+    assert ckpt["meta"]["classes"] == ["thing", "stuff"]
+    assert any(not torch.equal(before[k], ckpt["model"][k]) for k in before)
+    saved = json.load(open(tmp_path / "metrics.json"))
+    assert saved["iteration"] == 30 and saved["metrics"]["cls"]["accuracy"] == metrics["cls"]["accuracy"]
+    # the resolved config is complete and valid
+    from mtlkit.config import load_config
+
+    reloaded = load_config(str(tmp_path / "config.yaml"))
+    assert reloaded["train"]["iters"] == 30 and reloaded["train"]["optimizer"]["name"] == "sgd"
+
+
+def test_data_position_in_checkpoint(tmp_path):
+    train(cfg_with(iters=10), tmp_path, **fake_parts())
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    # 32 samples, batch 4 -> 8 batches per epoch; 10 batches consumed
+    assert (ckpt["data"]["epoch"], ckpt["data"]["batch"]) == (1, 2)
+
+
+def test_existing_run_needs_resume(tmp_path):
+    train(cfg_with(iters=2), tmp_path, **fake_parts())
+    with pytest.raises(RunExists, match="--resume"):
+        train(cfg_with(iters=2), tmp_path, **fake_parts())
+
+
+def _interrupt_after(dataset, items):
+    """Make ``dataset`` send SIGINT to this process when it serves item number ``items``."""
+    original = dataset.__getitem__
+    count = {"n": 0}
+
+    class Interrupting(type(dataset)):
+        def __getitem__(self, index):
+            count["n"] += 1
+            if count["n"] == items:
+                signal.raise_signal(signal.SIGINT)
+            return original(index)
+
+    dataset.__class__ = Interrupting
+    return dataset
+
+
+def test_sigint_saves_and_resume_is_exact(tmp_path):
+    cfg = cfg_with(iters=12, eval_every=5, schedule={"name": "multistep", "milestones": [0.5],
+                                                     "warmup_iters": 3})
+    straight = tmp_path / "straight"
+    train(cfg, straight, **fake_parts(dropout=0.3))
+
+    parts = fake_parts(dropout=0.3)
+    _interrupt_after(parts["train_dataset"], 4 * 7 - 1)  # during iteration 7
+    interrupted = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, interrupted, **parts)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    ckpt = torch.load(interrupted / "last.pt", weights_only=True)
+    assert ckpt["iteration"] == 7  # the iteration in flight finished, then saved
+    resumed = train(cfg, interrupted, resume=True, **fake_parts(dropout=0.3))
+    assert_same_state(final_weights(straight)[0], final_weights(interrupted)[0])
+    a, b = final_weights(straight)[1], final_weights(interrupted)[1]
+    assert_same_state(a["optimizer"]["state"][0], b["optimizer"]["state"][0])
+    assert resumed == json.load(open(straight / "metrics.json"))["metrics"]
+    # the log of the resumed run has each iteration once
+    iters = [json.loads(line)["iter"] for line in open(interrupted / "metrics.jsonl")
+             if json.loads(line)["event"] == "train"]
+    assert iters == list(range(1, 13))
+
+
+def test_nan_loss_stops_naming_the_task_and_keeps_last_checkpoint(tmp_path):
+    parts = fake_parts(nan_after=5)
+    with pytest.raises(TrainingDiverged, match=r"iteration 6: the loss of task 'cls' is nan") as err:
+        train(cfg_with(iters=10, checkpoint_every=2), tmp_path, **parts)
+    assert "iteration 4" in str(err.value)  # the last good checkpoint
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert ckpt["iteration"] == 4
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert records[-1]["event"] == "diverged" and records[-1]["task"] == "cls"
+
+
+def test_accumulation_equals_larger_batch(tmp_path):
+    cfg_big = cfg_with(iters=5, optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9})
+    cfg_big["data"]["batch_size"] = 4
+    cfg_acc = cfg_with(iters=5, accumulate=2, optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9})
+    cfg_acc["data"]["batch_size"] = 2
+    train(cfg_big, tmp_path / "big", **fake_parts())
+    train(cfg_acc, tmp_path / "acc", **fake_parts())
+    a, b = final_weights(tmp_path / "big")[0], final_weights(tmp_path / "acc")[0]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_ema_and_clipping_and_adamw(tmp_path):
+    cfg = cfg_with(iters=8, clip_grad_norm=0.01, ema={"enabled": True, "decay": 0.9},
+                   optimizer={"name": "adamw", "lr": 0.01, "no_decay_norm_bias": True})
+    train(cfg, tmp_path, **fake_parts())
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert ckpt["ema"]["updates"] == 8
+    ema_w, raw_w = ckpt["ema"]["weights"]["reg.weight"], ckpt["model"]["reg.weight"]
+    assert not torch.equal(ema_w, raw_w)
+    # evaluation uses the EMA weights
+    model = FakeModel()
+    model.load_state_dict(ckpt["ema"]["weights"])
+    ema_metrics = evaluate(cfg, None, model=model, dataset=FakeDataset(10, seed=2, augment=False),
+                           collate_fn=None)
+    assert json.load(open(tmp_path / "metrics.json"))["metrics"]["reg"]["mse"] == \
+        pytest.approx(ema_metrics["reg"]["mse"])
+
+
+def test_clipping_bounds_the_update(tmp_path):
+    base = fake_parts()["model"].state_dict()
+    cfg = cfg_with(iters=1, clip_grad_norm=1e-3, schedule={"name": "constant"},
+                   optimizer={"name": "sgd", "lr": 1.0, "momentum": 0.0, "weight_decay": 0.0})
+    train(cfg, tmp_path, **fake_parts())
+    after = final_weights(tmp_path)[0]
+    step = torch.sqrt(sum(((after[k] - base[k]) ** 2).sum() for k in base))
+    assert step == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_lr_schedules():
+    sched = with_defaults(TRAIN_DEFAULTS["schedule"], {"name": "multistep", "milestones": [0.5, 75],
+                                                       "gamma": 0.1, "warmup_iters": 10,
+                                                       "warmup_factor": 0.1})
+    assert milestones(sched, 100) == [50, 75]
+    assert lr_factor(0, 100, sched) == pytest.approx(0.1)
+    assert lr_factor(5, 100, sched) == pytest.approx(0.55)
+    assert lr_factor(10, 100, sched) == 1.0
+    assert lr_factor(49, 100, sched) == 1.0
+    assert lr_factor(50, 100, sched) == pytest.approx(0.1)
+    assert lr_factor(99, 100, sched) == pytest.approx(0.01)
+    cos = with_defaults(TRAIN_DEFAULTS["schedule"], {"name": "cosine", "min_lr_factor": 0.1})
+    assert lr_factor(0, 100, cos) == 1.0
+    assert lr_factor(50, 100, cos) == pytest.approx(0.55)
+    assert lr_factor(100, 100, cos) == pytest.approx(0.1)
+    const = with_defaults(TRAIN_DEFAULTS["schedule"], {"name": "constant"})
+    assert lr_factor(77, 100, const) == 1.0
+
+    model = FakeModel()
+    opt = build_optimizer(model, with_defaults(TRAIN_DEFAULTS["optimizer"], {"lr": 0.2}))
+    s = LRSchedule(opt, 100, sched)
+    assert s.step(60) == pytest.approx(0.02)
+
+
+def test_optimizers_and_param_groups():
+    model = FakeModel()
+    sgd = build_optimizer(model, with_defaults(TRAIN_DEFAULTS["optimizer"], {"nesterov": True}))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["nesterov"]
+    adam = build_optimizer(model, with_defaults(TRAIN_DEFAULTS["optimizer"],
+                                                {"name": "adam", "betas": [0.8, 0.9]}))
+    assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["betas"] == (0.8, 0.9)
+    split = build_optimizer(model, with_defaults(TRAIN_DEFAULTS["optimizer"],
+                                                 {"name": "adamw", "no_decay_norm_bias": True}))
+    assert isinstance(split, torch.optim.AdamW)
+    decay, no_decay = split.param_groups
+    assert no_decay["weight_decay"] == 0.0 and len(no_decay["params"]) == 3  # the 3 biases
+    assert len(decay["params"]) == 3
+
+
+def test_resolve_config_fills_defaults_without_losing_values():
+    cfg = resolve_config({"train": {"optimizer": {"lr": 0.5}, "ema": {"enabled": True}}})
+    assert cfg["train"]["optimizer"]["lr"] == 0.5
+    assert cfg["train"]["optimizer"]["momentum"] == TRAIN_DEFAULTS["optimizer"]["momentum"]
+    assert cfg["train"]["ema"] == {**TRAIN_DEFAULTS["ema"], "enabled": True}
+    assert cfg["eval"]["top_k"] == 200
+
+
+def test_config_validation_of_train_section():
+    from mtlkit.config import validate_config
+    from mtlkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="did you mean 'optimizer'"):
+        validate_config({"train": {"optimiser": {}}})
+    with pytest.raises(ConfigError, match="train.schedule.name"):
+        validate_config({"train": {"schedule": {"name": "cosin"}}})
+    with pytest.raises(ConfigError, match="train.iters: expected an integer"):
+        validate_config({"train": {"iters": 1.5}})
+    with pytest.raises(ConfigError, match="eval.top_k"):
+        validate_config({"eval": {"top_k": "many"}})
