@@ -34,7 +34,8 @@ class DetectionTask(Task):
       length fixes the number of extra layers), ``min_scale`` / ``max_scale``
       (prior scale of the first / last map, linear in between),
       ``extra_channels`` (widths of the extra layers, the first ones used),
-      ``extra_batchnorm`` (bool, BatchNorm in the extra layers).
+      ``extra_norm`` (``group`` | ``batch`` | ``none``: normalisation in the
+      extra layers; GroupNorm works at any batch size).
     * Loss: ``match_iou`` (a prior is positive at IoU >= this with a GT box),
       ``variances`` (box encoding), ``neg_pos_ratio`` (hard negatives kept
       per positive, per image), ``min_negatives`` (negatives kept in an image
@@ -54,7 +55,7 @@ class DetectionTask(Task):
         "min_scale": 0.1,
         "max_scale": 0.9,
         "extra_channels": [512, 256, 256, 256, 256],
-        "extra_batchnorm": True,
+        "extra_norm": "group",
         "match_iou": 0.5,
         "variances": [0.1, 0.2],
         "neg_pos_ratio": 3.0,
@@ -107,7 +108,7 @@ class DetectionTask(Task):
         o = self.options
         return SSDHead(in_channels, self.num_classes, o["aspect_ratios"], o["extra_channels"],
                        min_scale=float(o["min_scale"]), max_scale=float(o["max_scale"]),
-                       extra_batchnorm=bool(o["extra_batchnorm"]))
+                       extra_norm=str(o["extra_norm"]))
 
     def loss(self, prediction: Dict[str, torch.Tensor], batch: Dict[str, Any]) -> torch.Tensor:
         """MultiBox loss (see :func:`mtlkit.models.ssd.multibox_loss`), masked per

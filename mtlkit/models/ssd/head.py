@@ -7,6 +7,7 @@ extra source maps, and predicts per prior 4 box offsets and C+1 class logits.
 
 from __future__ import annotations
 
+import math
 from typing import Dict, List, Sequence
 
 import torch
@@ -18,12 +19,26 @@ from mtlkit.errors import ConfigError
 from .priors import PriorCache, priors_per_cell
 
 
+NORMS = ("group", "batch", "none")
+
+
+def _groups(channels: int) -> int:
+    """GroupNorm groups: up to 32, at least 4 channels per group when possible
+    (a 1x1 map then still has >= 4 values per group)."""
+    g = math.gcd(channels, 32)
+    while g > 1 and channels // g < 4:
+        g //= 2
+    return g
+
+
 def _conv_block(cin: int, cout: int, kernel: int, stride: int, padding: int,
-                batchnorm: bool) -> nn.Sequential:
+                norm: str) -> nn.Sequential:
     layers: List[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding,
-                                         bias=not batchnorm)]
-    if batchnorm:
+                                         bias=norm == "none")]
+    if norm == "batch":
         layers.append(nn.BatchNorm2d(cout))
+    elif norm == "group":
+        layers.append(nn.GroupNorm(_groups(cout), cout))
     layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
@@ -37,12 +52,12 @@ class ExtraLayer(nn.Module):
     padding follows, so any input size ends in a 1x1 map.
     """
 
-    def __init__(self, cin: int, cout: int, last: bool, batchnorm: bool):
+    def __init__(self, cin: int, cout: int, last: bool, norm: str = "group"):
         super().__init__()
         mid = max(1, cout // 2)
         self.last = last
-        self.reduce = _conv_block(cin, mid, 1, 1, 0, batchnorm)
-        self.conv = _conv_block(mid, cout, 3, 1 if last else 2, 0 if last else 1, batchnorm)
+        self.reduce = _conv_block(cin, mid, 1, 1, 0, norm)
+        self.conv = _conv_block(mid, cout, 3, 1 if last else 2, 0 if last else 1, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.reduce(x)
@@ -56,11 +71,14 @@ class ExtraLayers(nn.Module):
     the last one ending in 1x1 (see :class:`ExtraLayer`). (B, C_in, H, W) ->
     list of (B, widths[i], H_i, W_i)."""
 
-    def __init__(self, in_channels: int, widths: Sequence[int], batchnorm: bool = True):
+    def __init__(self, in_channels: int, widths: Sequence[int], norm: str = "group"):
         super().__init__()
+        if norm not in NORMS:
+            raise ConfigError(f"detection.extra_norm: expected one of {', '.join(NORMS)}, "
+                              f"got {norm!r}")
         layers, cin = [], in_channels
         for i, w in enumerate(widths):
-            layers.append(ExtraLayer(cin, int(w), last=(i == len(widths) - 1), batchnorm=batchnorm))
+            layers.append(ExtraLayer(cin, int(w), last=(i == len(widths) - 1), norm=norm))
             cin = int(w)
         self.layers = nn.ModuleList(layers)
 
@@ -84,8 +102,10 @@ class SSDHead(nn.Module):
     :param extra_channels: widths of the extra layers; the first
         ``len(aspect_ratios) - len(in_channels)`` are used.
     :param min_scale, max_scale: prior scales of the first and last map.
-    :param extra_batchnorm: BatchNorm in the extra layers (training from
-        scratch is much easier with it; original SSD has none).
+    :param extra_norm: normalisation after each extra conv: ``"group"``
+        (GroupNorm, the default: works at any batch size, even on the 1x1
+        maps with one image per batch), ``"batch"`` (BatchNorm: needs more
+        than one value per channel in training) or ``"none"`` (original SSD).
 
     ``forward(features)`` with features a list of (B, C_k, H_k, W_k) ->
     ``{"loc": (B, P, 4), "conf": (B, P, C+1), "priors": (P, 4)}``; priors are
@@ -94,7 +114,7 @@ class SSDHead(nn.Module):
 
     def __init__(self, in_channels: Sequence[int], num_classes: int,
                  aspect_ratios: Sequence[Sequence[float]], extra_channels: Sequence[int],
-                 min_scale: float = 0.1, max_scale: float = 0.9, extra_batchnorm: bool = True):
+                 min_scale: float = 0.1, max_scale: float = 0.9, extra_norm: str = "group"):
         super().__init__()
         in_channels = [int(c) for c in in_channels]
         n_extra = len(aspect_ratios) - len(in_channels)
@@ -110,7 +130,7 @@ class SSDHead(nn.Module):
                               f"without background), got {num_classes!r}")
         widths = [int(w) for w in extra_channels[:n_extra]]
         self.num_classes = num_classes
-        self.extras = ExtraLayers(in_channels[-1], widths, batchnorm=extra_batchnorm)
+        self.extras = ExtraLayers(in_channels[-1], widths, norm=extra_norm)
         self.priors = PriorCache(aspect_ratios, min_scale, max_scale)
         self.anchors = priors_per_cell(aspect_ratios)
         channels = in_channels + widths
