@@ -33,7 +33,11 @@ class TransformedDataset(Dataset):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Use the augmentation of ``epoch`` (forwarded to the wrapped dataset if it has ``set_epoch``)."""
         self.epoch = int(epoch)
+        inner = getattr(self.dataset, "set_epoch", None)
+        if callable(inner):
+            inner(epoch)
 
     def __len__(self) -> int:
         return len(self.dataset)

@@ -3,7 +3,8 @@
 The rule is the project-wide one: unknown options are refused with a
 did-you-mean; a value whose type differs from the default's is refused
 (``int`` is accepted for ``float``; a ``None`` default accepts anything; a
-``list``/``tuple`` default accepts either).
+``list``/``tuple`` default accepts either). A ``None`` value means "not set"
+and keeps the default (as in :mod:`mtlkit.config`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def validate_options(options: Mapping[str, Any], defaults: Mapping[str, Any], wh
             raise ConfigError(
                 f"{where}: unknown option '{key}'{did_you_mean(key, defaults)}; known options: {known}"
             )
+        if value is None:
+            continue
         if not _type_ok(value, defaults[key]):
             raise ConfigError(
                 f"{where}: option '{key}' must be {_type_name(defaults[key])} "
