@@ -152,7 +152,7 @@ def _openings(rng, size) -> List[Opening]:
     if rng.random() < 0.6:
         wall = int(walls.pop())
         length = wall_length(size, wall)
-        width = min(rng.uniform(0.8, 2.0), length - 0.6)
+        width = min(rng.uniform(0.8, 2.0), length - 0.7)
         u0 = rng.uniform(0.3, length - 0.3 - width)
         z0 = rng.uniform(0.75, 1.0)
         out.append(Opening(wall, u0, u0 + width, z0, min(size[2] - 0.2, z0 + rng.uniform(1.0, 1.4)), "window"))
