@@ -331,3 +331,24 @@ def test_loader_with_workers_matches_main_process(files):
             assert torch.equal(a[key], b[key]), key
         assert all(torch.equal(x, y) for x, y in zip(a["boxes"], b["boxes"]))
         assert a["image"].shape == (2, 3, 12, 16)
+
+
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra.numpy import arrays
+
+
+@settings(max_examples=40, deadline=None)
+@given(labels=arrays(np.uint16, (7, 9), elements=st.integers(0, 5)),
+       instances=arrays(np.uint8, (7, 9), elements=st.integers(0, 3)))
+def test_boxes_from_maps_matches_brute_force(labels, instances):
+    class_values = [4, 2, 5]  # label values of classes 1, 2, 3 (1 and 3 are not classes)
+    boxes, lab = nyu.boxes_from_maps(labels, instances, class_values)
+    expected = []
+    for c, value in enumerate(class_values):
+        for inst in range(4):
+            ys, xs = np.nonzero((labels == value) & (instances == inst))
+            if ys.size:
+                expected.append((c + 1, inst, [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]))
+    expected.sort(key=lambda e: (e[0], e[1]))
+    assert lab.tolist() == [e[0] for e in expected]
+    assert boxes.tolist() == [e[2] for e in expected]

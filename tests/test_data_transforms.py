@@ -268,3 +268,29 @@ def test_build_transforms_rejects_unknown_and_mistyped_options():
         build_transforms({"crop": "yes"}, None, train=True)
     with pytest.raises(ConfigError, match="image_size"):
         build_transforms({}, [10, 20, 30], train=False)
+
+
+from hypothesis import given, settings, strategies as st
+
+
+@settings(max_examples=30, deadline=None)
+@given(x1=st.integers(0, 70), y1=st.integers(0, 50), w=st.integers(4, 40), h=st.integers(4, 40),
+       seed=st.integers(0, 2**31), size=st.sampled_from([(30, 40), (64, 48), (60, 80)]))
+def test_random_box_depth_follows_its_box(x1, y1, w, h, seed, size):
+    """A box of constant depth anywhere: after the full pipeline, its depth is
+    still under its box and the box stays inside the image."""
+    x2, y2 = min(x1 + w, W), min(y1 + h, H)
+    depth = torch.full((1, H, W), 9.0)
+    depth[:, y1:y2, x1:x2] = 1.5
+    s = {"image": torch.rand(3, H, W), "boxes": torch.tensor([[x1, y1, x2, y2]], dtype=torch.float32),
+         "labels": torch.tensor([1]), "depth": depth, "depth_mask": torch.ones(1, H, W, dtype=torch.bool),
+         "has": {"detection": True, "depth": True}}
+    out = build_transforms({}, size, train=True)(s, np.random.default_rng(seed))
+    assert out["image"].shape[-2:] == size
+    b = out["boxes"]
+    assert len(b) == 1  # the crop always keeps at least one box
+    bx1, by1, bx2, by2 = b[0].tolist()
+    assert 0 <= bx1 < bx2 <= size[1] and 0 <= by1 < by2 <= size[0]
+    cx, cy = int((bx1 + bx2) / 2), int((by1 + by2) / 2)
+    assert out["depth"][0, cy, cx].item() == 1.5
+    assert torch.equal(out["depth_mask"], out["depth"] > 0)

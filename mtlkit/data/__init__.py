@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Optional
 
+from mtlkit.data.coco import COCODetection
 from mtlkit.data.collate import collate
+from mtlkit.data.concat import ConcatDataset
 from mtlkit.data.dataset import TransformedDataset, build_loader
+from mtlkit.data.nyuv2 import NYUv2, prepare_nyuv2
 from mtlkit.data.options import validate_options
 from mtlkit.data.transforms import AUGMENT_DEFAULTS, build_transforms
 from mtlkit.errors import ConfigError
@@ -27,6 +30,10 @@ __all__ = [
     "TransformedDataset",
     "AUGMENT_DEFAULTS",
     "validate_options",
+    "NYUv2",
+    "prepare_nyuv2",
+    "COCODetection",
+    "ConcatDataset",
 ]
 
 

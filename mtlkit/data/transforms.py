@@ -363,7 +363,11 @@ class Resize:
             out[key] = resized
         if "boxes" in sample:
             sx, sy = self.size[1] / width, self.size[0] / height
-            out["boxes"] = sample["boxes"] * torch.tensor([sx, sy, sx, sy], dtype=sample["boxes"].dtype)
+            boxes = sample["boxes"] * torch.tensor([sx, sy, sx, sy], dtype=sample["boxes"].dtype)
+            # float rounding must not push a box edge past the image (e.g. 30.000002 of 30)
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, self.size[1])
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, self.size[0])
+            out["boxes"] = boxes
         return out
 
     def __repr__(self) -> str:
