@@ -286,7 +286,11 @@ def _figure(width: float, height: float):
 
 
 def _save_figure(fig, path) -> None:
-    fig.tight_layout()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "tight layout not applied" on crowded axes
+        fig.tight_layout()
     with atomic_write(path, "wb") as handle:
         fig.savefig(handle, format="png")
 
@@ -353,7 +357,9 @@ def plot_training_curves(records: Union[str, "os.PathLike[str]", Iterable[Mappin
             if not isinstance(values, Mapping):
                 continue
             for name, v in values.items():
-                if _finite(v):
+                # per-class figures ("AP/chair") stay out; -1 is COCO's "no such object"
+                if _finite(v) and "/" not in str(name) and not (
+                        v == -1 and str(name)[:2] in ("AP", "AR")):
                     xs, ys = metric_panels.setdefault(task, {}).setdefault(name, ([], []))
                     xs.append(r["iter"])
                     ys.append(v)
@@ -389,21 +395,24 @@ def plot_per_class_ap(per_class: Mapping[str, float], path: Union[str, "os.PathL
     if not per_class:
         return False
     names = list(per_class)
-    values = [float(per_class[n]) if per_class[n] is not None else float("nan") for n in names]
+    # None / NaN / negative (COCO's -1: class absent from the ground truth) -> n/a
+    values = [float(per_class[n]) if per_class[n] is not None and float(per_class[n]) >= 0
+              else float("nan") for n in names]
     fig = _figure(7.0, max(2.5, 0.32 * len(names) + 1.0))
     ax = fig.add_subplot(1, 1, 1)
     y = np.arange(len(names))
     shown = [0.0 if not math.isfinite(v) else v for v in values]
     colors = [np.array(class_color(i + 1)) / 255.0 for i in range(len(names))]
     ax.barh(y, shown, color=colors)
+    finite = [v for v in values if math.isfinite(v)]
+    right = max(1.0 if not finite else min(1.0, max(finite) * 1.25 + 0.05), 0.1)
     for yi, v in zip(y, values):
-        ax.text((v if math.isfinite(v) else 0.0) + 0.005, yi,
+        ax.text((v if math.isfinite(v) else 0.0) + 0.01 * right, yi,
                 f"{v:.3f}" if math.isfinite(v) else "n/a", va="center", fontsize=8)
     ax.set_yticks(y)
     ax.set_yticklabels(names, fontsize=8)
     ax.invert_yaxis()
-    finite = [v for v in values if math.isfinite(v)]
-    ax.set_xlim(0.0, max(1.0 if not finite else min(1.0, max(finite) * 1.25 + 0.05), 0.1))
+    ax.set_xlim(0.0, right)
     ax.set_xlabel("AP")
     mean = float(np.mean(finite)) if finite else float("nan")
     ax.set_title(f"{title} (mean {mean:.3f})")

@@ -203,13 +203,16 @@ def build_eval_model(cfg: Mapping[str, Any], checkpoint: Optional[str], device: 
 
 def evaluate(cfg: Any, checkpoint: Optional[str], out_dir: Optional[str] = None,
              overrides: List[str] = (), split: Optional[str] = None, model: Optional[nn.Module] = None,
-             dataset: Any = None, collate_fn=None, plots: bool = True) -> Dict[str, Dict[str, float]]:
+             dataset: Any = None, collate_fn=None, plots: bool = True,
+             use_ema: Optional[bool] = None) -> Dict[str, Dict[str, float]]:
     """Evaluate a checkpoint on the config's ``data.<eval.split>``.
 
     :param cfg: config path or dict (``overrides`` applied, validated).
     :param checkpoint: a ``last.pt`` (``None``: the model as built, for tests).
     :param out_dir: where ``metrics.json``, ``detections.json`` and
         ``per_class_ap.png`` go (nothing is written when ``None``).
+    :param use_ema: ``False`` evaluates the raw weights of a checkpoint that
+        also holds EMA weights (default: the EMA weights when present).
     :returns: task -> metric name -> value.
     """
     from mtlkit.engine.trainer import (dataset_attr, load_run_config, resolve_config,
@@ -234,7 +237,7 @@ def evaluate(cfg: Any, checkpoint: Optional[str], out_dir: Optional[str] = None,
             from mtlkit.data import collate as collate_fn
         meta: Dict[str, Any] = {}
         if model is None:
-            model, meta = build_eval_model(cfg, checkpoint, device)
+            model, meta = build_eval_model(cfg, checkpoint, device, use_ema)
         else:
             model = model.to(device).eval()
         amp = None

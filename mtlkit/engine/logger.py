@@ -24,10 +24,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def write_json(path: str, data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically."""
+def write_json(path: str, data: Any, indent: Optional[int] = 2) -> None:
+    """Write ``data`` as JSON (indented unless ``indent`` is None), atomically."""
     with atomic_write(path, "w", encoding="utf-8") as handle:
-        json.dump(_plain(data), handle, indent=2)
+        json.dump(_plain(data), handle, indent=indent)
         handle.write("\n")
 
 

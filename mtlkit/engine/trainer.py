@@ -517,7 +517,7 @@ def write_eval_outputs(out_dir: str, values: Mapping[str, Mapping[str, float]], 
         record["per_class_ap"] = per_class
     write_json(os.path.join(out_dir, "metrics.json"), record)
     if detections is not None:
-        write_json(os.path.join(out_dir, "detections.json"), detections)
+        write_json(os.path.join(out_dir, "detections.json"), detections, indent=None)
     if plots and per_class:
         from mtlkit import viz
 

@@ -1,0 +1,244 @@
+"""``mtlkit detect CONFIG --checkpoint PATH IMAGES... --out DIR [--json] [-o key=value ...]``
+
+Runs a trained model on image files, folders or glob patterns. Each image is
+resized to the config's ``data.image_size`` for the network; boxes are mapped
+back to the original image size. For each image, ``OUT/<name>.png`` holds a
+panel with one picture per task (each task's ``visualize()``: boxes with
+class names and scores on the original image, the predicted depth
+colour-mapped, the normals RGB-coded, the scene as text).
+``OUT/predictions.json`` holds, per image, the boxes (xyxy pixels of the
+original image), scores, labels and class names, and the top class of every
+classification task (the scene); ``--json`` also prints it on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from mtlkit.engine.commands._common import add_config_arguments
+from mtlkit.errors import DataError, MtlkitError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint (OUT/last.pt of a run)")
+    parser.add_argument("images", nargs="+", metavar="IMAGES",
+                        help="image files, folders (their images) or glob patterns")
+    parser.add_argument("--out", required=True, help="folder for the pictures and predictions.json")
+    parser.add_argument("--json", action="store_true", help="also print the predictions as JSON on stdout")
+    parser.add_argument("--score-threshold", type=float, default=None,
+                        help="keep boxes scoring at least this (default: the detection task's "
+                             "vis_score_threshold for pictures, eval.score_threshold for JSON)")
+    parser.add_argument("--batch-size", type=int, default=4)
+
+
+def find_images(specs: Sequence[str]) -> List[str]:
+    """Files, folders (their image files, sorted) and glob patterns -> image
+    paths, in the order given, without duplicates."""
+    found: List[str] = []
+    for spec in specs:
+        if os.path.isdir(spec):
+            matches = sorted(os.path.join(spec, f) for f in os.listdir(spec)
+                             if f.lower().endswith(IMAGE_EXTENSIONS))
+            if not matches:
+                raise DataError(f"{spec}: no image files in this folder "
+                                f"(looked for {', '.join(IMAGE_EXTENSIONS)})")
+        elif os.path.isfile(spec):
+            matches = [spec]
+        elif glob.has_magic(spec):
+            matches = sorted(p for p in glob.glob(spec, recursive=True)
+                             if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTENSIONS))
+            if not matches:
+                raise DataError(f"{spec}: the pattern matches no image file")
+        else:
+            raise DataError(f"{spec}: no such image file or folder")
+        for path in matches:
+            if path not in found:
+                found.append(path)
+    return found
+
+
+def load_image(path: str) -> torch.Tensor:
+    """(3, H, W) float32 RGB in [0, 1]."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{path}: cannot read the image ({exc})") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
+
+
+def resize_image(image: torch.Tensor, size: Optional[Sequence[int]]) -> torch.Tensor:
+    """The network input: the data pipeline's evaluation resize."""
+    if size is None:
+        return image
+    from mtlkit.data.transforms import Resize
+
+    return Resize(size)({"image": image})["image"]
+
+
+def _resize_picture(picture: np.ndarray, height: int, width: int) -> np.ndarray:
+    from PIL import Image
+
+    if picture.shape[:2] == (height, width):
+        return picture
+    return np.asarray(Image.fromarray(picture).resize((width, height), Image.NEAREST))
+
+
+def _unique_names(paths: Sequence[str]) -> List[str]:
+    names, seen = [], {}
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        count = seen.get(stem, 0)
+        seen[stem] = count + 1
+        names.append(stem if count == 0 else f"{stem}_{count}")
+    return names
+
+
+def _class_name(names: Optional[Sequence[str]], label: int) -> Optional[str]:
+    return names[label - 1] if names and 1 <= label <= len(names) else None
+
+
+def image_record(path: str, orig: Tuple[int, int], preds: Dict[str, Any], index: int, model: Any,
+                 class_names: Optional[Sequence[str]], score_threshold: float) -> Dict[str, Any]:
+    """The JSON record of one image: detections and classification results."""
+    from mtlkit.engine.evaluator import is_detection_prediction
+
+    record: Dict[str, Any] = {"file": path, "height": orig[0], "width": orig[1]}
+    for name, pred in preds.items():
+        if is_detection_prediction(pred):
+            det = pred[index]
+            keep = det["scores"] >= score_threshold
+            boxes = det["boxes"][keep].tolist()
+            labels = [int(v) for v in det["labels"][keep].tolist()]
+            record[name] = {
+                "boxes": [[round(v, 2) for v in b] for b in boxes],
+                "scores": [round(float(s), 5) for s in det["scores"][keep].tolist()],
+                "labels": labels,
+                "class_names": [_class_name(class_names, lab) for lab in labels],
+            }
+        elif isinstance(pred, torch.Tensor) and pred.dim() == 2:  # (B, S) class probabilities
+            probs = pred[index].float()
+            top = int(probs.argmax())
+            names = getattr(model.tasks.get(name), "options", {}).get("names")
+            record[name] = {"label": top, "name": names[top] if names and top < len(names) else None,
+                            "score": round(float(probs[top]), 5)}
+    return record
+
+
+def main(args: argparse.Namespace) -> int:
+    from mtlkit import viz
+    from mtlkit.engine.evaluator import build_eval_model, is_detection_prediction, scale_boxes
+    from mtlkit.engine.trainer import load_run_config, resolve_config, select_device
+
+    if args.batch_size < 1:
+        raise MtlkitError(f"--batch-size must be >= 1, got {args.batch_size}")
+    paths = find_images(args.images)
+    cfg = resolve_config(load_run_config(args.config, args.overrides))
+    device = select_device(cfg["train"]["device"])
+    model, meta = build_eval_model(cfg, args.checkpoint, device)
+    image_size = (cfg.get("data") or {}).get("image_size")
+    primary = getattr(model, "primary", None)
+    primary_task = model.tasks.get(primary) if primary else None
+    class_names = (getattr(primary_task, "options", {}) or {}).get("class_names") or meta.get("classes")
+    json_threshold = (args.score_threshold if args.score_threshold is not None
+                      else float(cfg["eval"]["score_threshold"]))
+    os.makedirs(args.out, exist_ok=True)
+    names = _unique_names(paths)
+    records: List[Dict[str, Any]] = []
+
+    for start in range(0, len(paths), args.batch_size):
+        chunk = paths[start:start + args.batch_size]
+        originals = [load_image(p) for p in chunk]
+        inputs = torch.stack([resize_image(im, image_size) for im in originals]).to(device)
+        net_size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+        with torch.no_grad():
+            preds = model.postprocess(model(inputs), net_size)
+        preds = {k: _to_cpu(v) for k, v in preds.items()}
+        for name, pred in preds.items():  # boxes -> original pixels
+            if is_detection_prediction(pred):
+                for i, det in enumerate(pred):
+                    orig = tuple(originals[i].shape[-2:])
+                    det["boxes"] = scale_boxes(det["boxes"].float(), net_size, orig)
+        for i, path in enumerate(chunk):
+            orig = (int(originals[i].shape[-2]), int(originals[i].shape[-1]))
+            records.append(image_record(path, orig, preds, i, model, class_names, json_threshold))
+            panel = _panel(model, preds, i, originals[i], inputs[i].cpu(), args.score_threshold)
+            viz.save_image(panel, os.path.join(args.out, f"{names[start + i]}.png"))
+
+    from mtlkit.engine.logger import write_json
+
+    write_json(os.path.join(args.out, "predictions.json"), records)
+    if args.json:
+        json.dump(records, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(f"{len(paths)} image(s): pictures and predictions.json written to {args.out}",
+              file=sys.stderr)
+    return 0
+
+
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().float().cpu() if value.is_floating_point() else value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_cpu(v) for v in value]
+    return value
+
+
+def _panel(model: Any, preds: Dict[str, Any], index: int, original: torch.Tensor,
+           network_input: torch.Tensor, score_threshold: Optional[float]) -> np.ndarray:
+    """One picture per task, tiled: detection on the original image, the other
+    tasks' pictures scaled to the original size."""
+    from mtlkit import viz
+    from mtlkit.engine.evaluator import is_detection_prediction
+
+    height, width = int(original.shape[-2]), int(original.shape[-1])
+    pictures, titles = [viz.to_uint8_image(original)], ["input"]
+    for name, task in model.tasks.items():
+        if name not in preds:
+            continue
+        pred = preds[name]
+        is_det = is_detection_prediction(pred)
+        options = getattr(task, "options", None) or {}
+        if is_det and score_threshold is not None and "vis_score_threshold" not in options:
+            det = pred[index]
+            keep = det["scores"] >= score_threshold
+            pred = list(pred)
+            pred[index] = {k: v[keep] for k, v in det.items()}
+        sample = {"image": original if is_det else network_input}
+        picture = _visualize(task, pred, index, sample, score_threshold)
+        if picture is None:
+            continue
+        pictures.append(_resize_picture(np.asarray(picture, dtype=np.uint8), height, width))
+        titles.append(name)
+    return viz.tile(pictures, cols=min(3, len(pictures)), titles=titles)
+
+
+def _visualize(task: Any, pred: Any, index: int, sample: Dict[str, Any],
+               score_threshold: Optional[float]) -> Optional[np.ndarray]:
+    """``task.visualize``, with ``--score-threshold`` replacing the task's own
+    picture threshold (``vis_score_threshold``) when given."""
+    options = getattr(task, "options", None)
+    if score_threshold is not None and isinstance(options, dict) and "vis_score_threshold" in options:
+        saved = options["vis_score_threshold"]
+        options["vis_score_threshold"] = score_threshold
+        try:
+            return task.visualize(pred, index, sample)
+        finally:
+            options["vis_score_threshold"] = saved
+    return task.visualize(pred, index, sample)

@@ -1,0 +1,46 @@
+"""``mtlkit eval CONFIG --checkpoint PATH [--out DIR] [--split S] [-o key=value ...]``:
+evaluate a checkpoint; prints a table, writes ``metrics.json``,
+``detections.json`` (COCO results) and ``per_class_ap.png`` into ``--out``
+(default: ``<checkpoint folder>/eval_<split>``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from mtlkit.engine.commands._common import add_config_arguments
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint (OUT/last.pt of a run)")
+    parser.add_argument("--out", help="output folder (default: <checkpoint folder>/eval_<split>)")
+    parser.add_argument("--split", choices=["train", "val", "test"],
+                        help="data split to evaluate (default: eval.split, i.e. val)")
+    parser.add_argument("--per-class", action="store_true", help="print per-class AP rows too")
+    parser.add_argument("--raw-weights", action="store_true",
+                        help="evaluate the raw weights even when the checkpoint has EMA weights")
+
+
+def main(args: argparse.Namespace) -> int:
+    from mtlkit.engine import dist
+    from mtlkit.engine.evaluator import evaluate
+    from mtlkit.metrics import summary
+
+    overrides = list(args.overrides)
+    if args.split:
+        overrides.append(f"eval.split={args.split}")
+    split = args.split
+    out = args.out
+    if out is None:
+        from mtlkit.config import get, load_config
+
+        split = split or get(load_config(args.config, overrides), "eval.split", "val") or "val"
+        out = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"eval_{split}")
+    metrics = evaluate(args.config, args.checkpoint, out_dir=out, overrides=overrides,
+                       use_ema=False if args.raw_weights else None)
+    if dist.is_main():
+        print(summary(metrics, per_class=args.per_class))
+        print(f"results written to {out}", file=sys.stderr)
+    return 0
