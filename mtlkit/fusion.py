@@ -58,5 +58,6 @@ class PostNorm(nn.Module):
         if not self.training and inplace and not torch.is_grad_enabled():
             scale = self.bn.weight * torch.rsqrt(self.bn.running_var + self.bn.eps)
             shift = self.bn.bias - self.bn.running_mean * scale
-            return x.mul_(scale.view(1, -1, 1, 1)).add_(shift.view(1, -1, 1, 1)).relu_()
+            # One fused multiply-add pass, then ReLU, both in place.
+            return torch.addcmul(shift.view(1, -1, 1, 1), x, scale.view(1, -1, 1, 1), out=x).relu_()
         return torch.relu(self.bn(x))

@@ -34,9 +34,14 @@ class ResidualFusion(Fusion):
 
     def forward(self, x: torch.Tensor, decoded: Iterator[Tuple[str, torch.Tensor]]) -> torch.Tensor:
         out = None
+        reuse = not torch.is_grad_enabled()  # no autograd: the decoded maps are scratch
         for _, d in decoded:
-            # x + d allocates the accumulator; later maps are added in place.
-            out = x + d if out is None else out.add_(d)
+            # The first map becomes the accumulator (in place when no autograd
+            # needs it, else x + d); later maps are added in place.
+            if out is None:
+                out = d.add_(x) if reuse else x + d
+            else:
+                out.add_(d)
         if out is None:
             out = x
         if self.post is None:

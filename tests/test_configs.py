@@ -1,0 +1,122 @@
+"""Every shipped config builds, trains a step (forward + backward) and has the
+structure of its ablation row. Tiny inputs (64x64) keep this fast on CPU."""
+
+import glob
+import os
+
+import pytest
+import torch
+
+from mtlkit.config import load_config, validate_config
+from mtlkit.model import build_model
+from mtlkit.registry import get_registry
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*", "*.yaml")))
+VARIANTS = ["ssd", "flat_mtl", "intensive_pooling", "rock", "rock_concat", "rock_gated", "rock_light"]
+
+
+def load(path, overrides=()):
+    """The config, validated as a whole when its dataset types are registered."""
+    cfg = load_config(path, overrides, validate=False)
+    types = [s["type"] for s in (cfg.get("data") or {}).values() if isinstance(s, dict) and "type" in s]
+    if all(("dataset", t) in get_registry() for t in types):
+        return validate_config(cfg)
+    return validate_config({k: v for k, v in cfg.items() if k != "data"}) | {"data": cfg["data"]}
+
+
+def test_both_folders_have_every_variant():
+    for folder in ("nyuv2", "synthetic"):
+        names = {os.path.basename(p)[:-5] for p in CONFIGS if os.sep + folder + os.sep in p}
+        assert names == set(VARIANTS), folder
+
+
+def test_nyuv2_paper_setting():
+    cfg = load(os.path.join(ROOT, "configs", "nyuv2", "rock.yaml"))
+    assert cfg["model"]["backbone"]["name"] == "resnet50"
+    assert cfg["data"]["image_size"] == [480, 640]
+    assert cfg["data"]["train"] == {"type": "nyuv2", "root": "data/nyuv2", "split": "train"}
+    tasks = cfg["model"]["tasks"]
+    assert tasks["detection"]["num_classes"] == 19 and tasks["scene"]["num_classes"] == 27
+    assert tasks["depth"]["group"] == 128 and tasks["normals"]["group"] == 128
+    assert cfg["model"]["block"]["channels"] == 512
+
+
+def _structure(model, variant):
+    block = model.block
+    if variant == "ssd":
+        assert block is None and list(model.tasks) == ["detection"]
+        return
+    assert list(model.tasks) == ["detection", "scene", "depth", "normals"]
+    fusion = type(block.fusion).__name__
+    expected = {"flat_mtl": "NoFusion", "intensive_pooling": "NoFusion", "rock": "ResidualFusion",
+                "rock_concat": "ConcatFusion", "rock_gated": "GatedFusion",
+                "rock_light": "ResidualFusion"}[variant]
+    assert fusion == expected
+    assert block.intensive == (variant != "flat_mtl")
+    assert isinstance(block.encoder, torch.nn.Identity) == (variant == "flat_mtl")
+    assert (len(block.decoders) > 0) == (variant in ("rock", "rock_concat", "rock_gated"))
+    assert (block.shared_decoder is not None) == (variant == "rock_light")
+
+
+def _train_step(model, size=64):
+    model.train()
+    b = 2
+    images = torch.rand(b, 3, size, size)
+    batch = {
+        "image": images,
+        "boxes": [torch.tensor([[4.0, 4.0, 40.0, 50.0]]), torch.zeros(0, 4)],
+        "labels": [torch.tensor([1]), torch.zeros(0, dtype=torch.int64)],
+        "scene": torch.tensor([0, 1]),
+        "depth": torch.rand(b, 1, size, size) * 4 + 0.5,
+        "depth_mask": torch.ones(b, 1, size, size, dtype=torch.bool),
+        "normals": torch.nn.functional.normalize(torch.randn(b, 3, size, size), dim=1),
+        "normals_mask": torch.ones(b, 1, size, size, dtype=torch.bool),
+        "has": {t: torch.tensor([True, False]) for t in ("detection", "scene", "depth", "normals")},
+    }
+    out = model(images)
+    losses = model.losses(out, batch)
+    total, _ = model.weighting(losses)
+    assert torch.isfinite(total)
+    total.backward()
+    grads = [p.grad for p in model.backbone.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    return out
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_synthetic_config_trains_a_step(variant):
+    model = build_model(load(os.path.join(ROOT, "configs", "synthetic", f"{variant}.yaml")))
+    _structure(model, variant)
+    out = _train_step(model)
+    if variant != "ssd":
+        assert out["scene"].shape == (2, 6) and out["depth"].shape == (2, 1, 4, 4)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_nyuv2_config_structure_on_small_backbone(variant):
+    """The nyuv2 block/task layout, on resnet_small so it stays fast."""
+    cfg = load(os.path.join(ROOT, "configs", "nyuv2", f"{variant}.yaml"),
+               ["model.backbone={name: resnet_small}"])
+    model = build_model(cfg).eval()
+    _structure(model, variant)
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 64, 64))
+    assert out["detection"]["conf"].shape[-1] == 20
+    if variant != "ssd":
+        assert out["scene"].shape == (1, 27) and out["normals"].shape == (1, 3, 4, 4)
+
+
+def test_nyuv2_rock_resnet50_trains_a_step():
+    model = build_model(load(os.path.join(ROOT, "configs", "nyuv2", "rock.yaml")))
+    assert model.block.in_channels == 2048
+    out = _train_step(model)
+    assert out["depth"].shape == (2, 1, 4, 4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_nyuv2_config_resnet50_trains_a_step(variant):
+    model = build_model(load(os.path.join(ROOT, "configs", "nyuv2", f"{variant}.yaml")))
+    _structure(model, variant)
+    _train_step(model)
