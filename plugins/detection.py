@@ -119,12 +119,9 @@ class DetectionTask(Task):
         mask = (torch.ones(B, dtype=torch.bool) if mask is None
                 else torch.as_tensor(mask, dtype=torch.bool).reshape(B))
         image_size = tuple(batch["image"].shape[-2:])
+        self._check_labels(batch["labels"], mask.tolist())
         boxes, labels = normalised_targets(batch["boxes"], batch["labels"], image_size,
                                            mask=mask.cpu(), device=priors.device)
-        flat = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
-        if flat.numel() and (int(flat.min()) < 1 or int(flat.max()) > self.num_classes):
-            raise ValueError(f"detection labels must be in 1..{self.num_classes} (0 is background), "
-                             f"got {int(flat.min())}..{int(flat.max())}")
         loc_t, lab_t = ops.ssd_match(boxes, labels, priors.float(), float(self.options["match_iou"]),
                                      self.variances)
         out = multibox_loss(loc, conf, loc_t, lab_t, mask=mask.to(conf.device),
@@ -133,6 +130,13 @@ class DetectionTask(Task):
                             loc_weight=float(self.options["loc_weight"]))
         self.last_loss_parts = {k: v for k, v in out.items() if k != "loss"}
         return out["loss"]
+
+    def _check_labels(self, labels: Sequence[torch.Tensor], mask: Sequence[bool]) -> None:
+        used = [torch.as_tensor(l).reshape(-1) for l, m in zip(labels, mask) if m]
+        flat = torch.cat(used) if used else torch.zeros(0, dtype=torch.int64)
+        if flat.numel() and (int(flat.min()) < 1 or int(flat.max()) > self.num_classes):
+            raise ValueError(f"detection labels must be in 1..{self.num_classes} (0 is background), "
+                             f"got {int(flat.min())}..{int(flat.max())}")
 
     # -- evaluation side -----------------------------------------------------
     def postprocess(self, prediction: Dict[str, torch.Tensor],
@@ -159,7 +163,8 @@ class DetectionTask(Task):
         """COCO-style detection mAP accumulator (``mtlkit.metrics.DetectionMetric``)."""
         from mtlkit.metrics import DetectionMetric
 
-        return DetectionMetric(num_classes=self.num_classes, class_names=self.options["class_names"])
+        return DetectionMetric(num_classes=self.num_classes, class_names=self.options["class_names"],
+                               task=self.name)
 
     def visualize(self, prediction: List[Dict[str, torch.Tensor]], index: int,
                   sample: Dict[str, Any]) -> Optional[np.ndarray]:
