@@ -294,3 +294,18 @@ def test_random_box_depth_follows_its_box(x1, y1, w, h, seed, size):
     cx, cy = int((bx1 + bx2) / 2), int((by1 + by2) / 2)
     assert out["depth"][0, cy, cx].item() == 1.5
     assert torch.equal(out["depth_mask"], out["depth"] > 0)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_fused_expand_crop_equals_expand_then_crop(seed):
+    from mtlkit.data.transforms import Compose, RandomExpandCrop
+
+    e, c = RandomExpand(max_ratio=4.0, p=0.7), RandomSSDCrop()
+    s = make_sample()
+    sequential = Compose([e, c])(s, np.random.default_rng(seed))
+    fused = RandomExpandCrop(e, c)(s, np.random.default_rng(seed))
+    assert sequential.keys() == fused.keys()
+    for key, value in sequential.items():
+        if isinstance(value, torch.Tensor):
+            assert value.dtype == fused[key].dtype and torch.equal(value, fused[key]), key
+    check_consistent(fused)

@@ -243,13 +243,22 @@ class RandomSSDCrop:
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         height, width = sample["image"].shape[-2:]
-        boxes = sample.get("boxes")
+        window = self.sample_window(height, width, sample.get("boxes"), rng)
+        if window is None:
+            return sample
+        return crop(sample, *window)
+
+    def sample_window(self, height: int, width: int, boxes: Optional[torch.Tensor],
+                      rng: np.random.Generator):
+        """Draw the window for an image of (height, width) with ``boxes``:
+        ``(left, top, right, bottom, keep)`` (keep: (N,) bool or None) or
+        ``None`` to keep the whole image."""
         has_boxes = boxes is not None and len(boxes) > 0
         b = boxes.double().numpy() if has_boxes else None
         for _ in range(self.max_modes):
             mode = self.min_ious[int(rng.integers(len(self.min_ious)))]
             if mode is None:
-                return sample
+                return None
             # All trials of this mode drawn at once; the first acceptable one wins.
             n = self.trials
             w = rng.uniform(self.min_scale * width, width, size=n)
@@ -276,8 +285,8 @@ class RandomSSDCrop:
                 continue
             k = int(hits[0])
             keep = torch.from_numpy(inside[k]) if inside is not None else None
-            return crop(sample, int(left[k]), int(top[k]), int(right[k]), int(bottom[k]), keep)
-        return sample
+            return int(left[k]), int(top[k]), int(right[k]), int(bottom[k]), keep
+        return None
 
     def __repr__(self) -> str:
         return (f"RandomSSDCrop(min_ious={self.min_ious}, min_scale={self.min_scale}, "
@@ -298,14 +307,21 @@ class RandomExpand:
         self.fill = tuple(float(v) for v in fill)
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        if self.max_ratio <= 1 or not rng.random() < self.p:
-            return sample
         height, width = sample["image"].shape[-2:]
+        params = self.sample_params(height, width, rng)
+        if params is None:
+            return sample
+        return expand(sample, *params, self.fill)
+
+    def sample_params(self, height: int, width: int, rng: np.random.Generator):
+        """``(new_h, new_w, top, left)`` of the canvas, or ``None`` (no zoom-out)."""
+        if self.max_ratio <= 1 or not rng.random() < self.p:
+            return None
         ratio = rng.uniform(1, self.max_ratio)
         new_h, new_w = int(height * ratio), int(width * ratio)
         top = int(rng.uniform(0, new_h - height))
         left = int(rng.uniform(0, new_w - width))
-        return expand(sample, new_h, new_w, top, left, self.fill)
+        return new_h, new_w, top, left
 
     def __repr__(self) -> str:
         return f"RandomExpand(max_ratio={self.max_ratio}, p={self.p}, fill={self.fill})"
@@ -325,6 +341,69 @@ def expand(sample: Sample, new_h: int, new_w: int, top: int, left: int,
         out[key] = canvas
     if "boxes" in sample:
         out["boxes"] = sample["boxes"] + torch.tensor([left, top, left, top], dtype=sample["boxes"].dtype)
+    return out
+
+
+class RandomExpandCrop:
+    """:class:`RandomExpand` then :class:`RandomSSDCrop`, without building the
+    whole zoomed-out canvas: the crop window is chosen in canvas coordinates
+    and only the window is materialised. Same random draws and the same
+    result as applying the two in sequence (which may build a canvas 4x the
+    image's side for every map)."""
+
+    def __init__(self, expand: RandomExpand, crop: RandomSSDCrop):
+        self.expand = expand
+        self.crop = crop
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        height, width = sample["image"].shape[-2:]
+        params = self.expand.sample_params(height, width, rng)
+        if params is None:
+            return self.crop(sample, rng)
+        new_h, new_w, top, left = params
+        boxes = sample.get("boxes")
+        shift = None
+        if boxes is not None:
+            shift = torch.tensor([left, top, left, top], dtype=boxes.dtype)
+        window = self.crop.sample_window(new_h, new_w, None if boxes is None else boxes + shift, rng)
+        if window is None:
+            return expand(sample, new_h, new_w, top, left, self.expand.fill)
+        return expand_crop(sample, top, left, window, self.expand.fill)
+
+    def __repr__(self) -> str:
+        return f"RandomExpandCrop({self.expand!r}, {self.crop!r})"
+
+
+def expand_crop(sample: Sample, top: int, left: int, window, fill: Sequence[float] = IMAGENET_MEAN) -> Sample:
+    """``crop(expand(sample, ..., top, left), *window)`` building only the window.
+
+    :param window: (win_left, win_top, win_right, win_bottom, keep) in canvas coordinates.
+    """
+    win_l, win_t, win_r, win_b, keep = window
+    out = _copy(sample)
+    height, width = sample["image"].shape[-2:]
+    # overlap of the placed image [left, left+W) x [top, top+H) with the window
+    x1, x2 = max(win_l, left), min(win_r, left + width)
+    y1, y2 = max(win_t, top), min(win_b, top + height)
+    for key in spatial_keys(sample):
+        value = sample[key]
+        canvas = value.new_zeros((value.shape[0], win_b - win_t, win_r - win_l))
+        if key == "image":
+            canvas[:] = torch.tensor(fill, dtype=value.dtype).view(-1, 1, 1)
+        if x2 > x1 and y2 > y1:
+            canvas[:, y1 - win_t:y2 - win_t, x1 - win_l:x2 - win_l] = \
+                value[:, y1 - top:y2 - top, x1 - left:x2 - left]
+        out[key] = canvas
+    if "boxes" in sample:
+        boxes = sample["boxes"] + torch.tensor([left, top, left, top], dtype=sample["boxes"].dtype)
+        if keep is None:
+            keep = centres_inside(boxes, win_l, win_t, win_r, win_b)
+        shifted = boxes[keep] - torch.tensor([win_l, win_t, win_l, win_t], dtype=boxes.dtype)
+        shifted[:, 0::2] = shifted[:, 0::2].clamp(0, win_r - win_l)
+        shifted[:, 1::2] = shifted[:, 1::2].clamp(0, win_b - win_t)
+        out["boxes"] = shifted
+        if "labels" in sample:
+            out["labels"] = sample["labels"][keep]
     return out
 
 
@@ -424,11 +503,16 @@ def build_transforms(augment_cfg: Optional[Dict[str, Any]], image_size: Optional
         if opts["photometric"] > 0:
             transforms.append(PhotometricJitter(opts["brightness"], opts["contrast"],
                                                 opts["saturation"], opts["hue"], opts["photometric"]))
+        expander = cropper = None
         if opts["expand"] > 0 and opts["expand_max_ratio"] > 1:
-            transforms.append(RandomExpand(opts["expand_max_ratio"], opts["expand"], opts["fill"]))
+            expander = RandomExpand(opts["expand_max_ratio"], opts["expand"], opts["fill"])
         if opts["crop"]:
-            transforms.append(RandomSSDCrop(opts["crop_min_ious"], opts["crop_min_scale"],
-                                            opts["crop_aspect_range"], opts["crop_trials"]))
+            cropper = RandomSSDCrop(opts["crop_min_ious"], opts["crop_min_scale"],
+                                    opts["crop_aspect_range"], opts["crop_trials"])
+        if expander is not None and cropper is not None:
+            transforms.append(RandomExpandCrop(expander, cropper))
+        else:
+            transforms.extend(t for t in (expander, cropper) if t is not None)
     if image_size is not None:
         if len(image_size) != 2:
             from mtlkit.errors import ConfigError
