@@ -1,5 +1,14 @@
-"""Evaluation metrics: COCO bbox mAP (pycocotools-exact), depth, normals, scene."""
+"""Evaluation metrics: COCO bbox mAP (pycocotools-exact), depth, normals, scene.
 
+* :func:`coco_map` / :func:`evaluate`: COCO detection evaluation (docs/metrics.md).
+* :func:`to_coco_detections`, :func:`to_coco_gt`: write the COCO format.
+* :func:`depth_metrics`, :func:`normals_metrics`, :func:`scene_accuracy`: dense metrics.
+* :class:`DetectionMetric`, :class:`DepthMetric`, :class:`NormalsMetric`,
+  :class:`SceneMetric`: mergeable accumulators used by the task plugins.
+* :func:`summary`: a printable multi-task table.
+"""
+
+from mtlkit.metrics.accumulators import DepthMetric, DetectionMetric, NormalsMetric, SceneMetric
 from mtlkit.metrics.coco_eval import CocoEvalResult, coco_map, evaluate
 from mtlkit.metrics.coco_format import (
     Detections,
@@ -9,6 +18,8 @@ from mtlkit.metrics.coco_format import (
     to_coco_detections,
     to_coco_gt,
 )
+from mtlkit.metrics.dense import depth_metrics, normals_metrics, scene_accuracy
+from mtlkit.metrics.summary import summary
 
 __all__ = [
     "coco_map",
@@ -20,4 +31,12 @@ __all__ = [
     "load_detections",
     "to_coco_detections",
     "to_coco_gt",
+    "depth_metrics",
+    "normals_metrics",
+    "scene_accuracy",
+    "DetectionMetric",
+    "DepthMetric",
+    "NormalsMetric",
+    "SceneMetric",
+    "summary",
 ]
