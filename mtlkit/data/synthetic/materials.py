@@ -195,10 +195,15 @@ def face_shading(materials: np.ndarray, face_material: np.ndarray, face_normals:
 
 def shade_albedo(shading: FaceShading, face: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Albedo (P, 3) float32 at world ``points`` (P, 3) lying on faces ``face`` (P,)."""
-    p = points.astype(np.float32)
-    off = shading.off[face]
-    u = np.einsum("ij,ij->i", shading.tex_u[face], p) + off[:, 0]
-    v = np.einsum("ij,ij->i", shading.tex_v[face], p) + off[:, 1]
-    t = pattern(shading.texture[face], u, v).astype(np.float32)[:, None]
-    colours = shading.colours[face]
-    return colours[:, 0] + (colours[:, 1] - colours[:, 0]) * t
+    albedo = shading.colours[face, 0]
+    textured = np.nonzero(shading.texture[face] != 0)[0]  # solid faces need no coordinates
+    if len(textured):
+        f = face[textured]
+        p = points[textured].astype(np.float32, copy=False)
+        off = shading.off[f]
+        u = np.einsum("ij,ij->i", shading.tex_u[f], p) + off[:, 0]
+        v = np.einsum("ij,ij->i", shading.tex_v[f], p) + off[:, 1]
+        t = pattern(shading.texture[f], u, v)[:, None]
+        c1 = albedo[textured]
+        albedo[textured] = c1 + (shading.colours[f, 1] - c1) * t
+    return albedo

@@ -160,15 +160,17 @@ def render(layout: Layout, height: int, width: int, rng: np.random.Generator, *,
     mesh = build_scene_mesh(layout) if mesh is None else mesh
     caster = RayCaster(mesh.vertices, mesh.faces)
     cam = layout.camera
-    rays_c = pixel_rays(height, width)
-    rays_w = _rotate(rays_c, cam.rotation.astype(np.float32))
-    origins = np.broadcast_to(cam.position.astype(np.float32), rays_w.shape)
-    tri, t = caster.first_hit(origins, rays_w)  # rays have camera z = 1: t is the depth
+    rays_w = _rotate(pixel_rays(height, width), cam.rotation.astype(np.float32))
+    position = cam.position.astype(np.float32)
+    tri, t = caster.first_hit(np.broadcast_to(position, rays_w.shape), rays_w)  # camera z = 1: t is depth
     valid = tri >= 0
-    tri_v = tri[valid]
-    dirs = rays_w[valid]
-    depth_v = t[valid]
-    points = cam.position.astype(np.float32) + dirs * depth_v[:, None]
+    # the outside enclosure catches every ray, so all pixels are normally valid:
+    # then index with a slice (views) instead of the mask (copies)
+    sel = slice(None) if valid.all() else valid
+    tri_v = tri[sel]
+    dirs = rays_w[sel]
+    depth_v = t[sel]
+    points = position + dirs * depth_v[:, None]
 
     n_w = mesh.face_normals[tri_v]
     flip = np.einsum("ij,ij->i", n_w, dirs) > 0  # make normals face the camera
@@ -184,37 +186,42 @@ def render(layout: Layout, height: int, width: int, rng: np.random.Generator, *,
     if shadows:
         idx = np.nonzero(lambert > 0)[0]
         if len(idx):
-            starts = points[idx] + n_w[idx] * 2e-3
+            starts = points[idx]
+            starts += n_w[idx] * np.float32(2e-3)
             # unnormalised direction: distance 1 is the light itself
             blocked = caster.occluded(starts, to_light[idx], np.full(len(idx), 0.999, np.float32))
             lambert[idx[blocked]] = 0.0
-    falloff = layout.light_power * 6.0 / (1.0 + dist ** 2)
-    light = layout.ambient + lambert * np.minimum(falloff, 2.0)
+    light = layout.ambient + lambert * np.minimum(layout.light_power * 6.0 / (1.0 + dist ** 2), 2.0)
     emissive = mesh.shading.emissive[tri_v]
-    light = light * (1 - emissive) + emissive
-    colour_v = albedo * light[:, None]
+    light += (1.0 - light) * emissive
+    albedo *= light[:, None]
 
-    colour = np.zeros((height * width, 3), np.float32)
-    colour[valid] = colour_v
-    colour = colour.reshape(height, width, 3)
+    colour = _scatter(albedo, valid, sel, 0.0).reshape(height, width, 3)
     # sensor: vignetting, white balance and exposure, noise, tone curve, 8 bits
-    colour *= _vignette(height, width)[..., None]
-    colour *= (rng.uniform(0.92, 1.08, 3) * rng.uniform(0.85, 1.15)).astype(np.float32)
+    gain = (rng.uniform(0.92, 1.08, 3) * rng.uniform(0.85, 1.15)).astype(np.float32)
+    colour *= _vignette(height, width)[..., None] * gain
     colour += rng.standard_normal(colour.shape, dtype=np.float32) * np.float32(noise)
-    np.clip(colour, 0.0, 1.0, out=colour)
-    rgb = np.round(colour ** np.float32(1 / 1.4) * 255).astype(np.uint8)
+    rgb = _TONE_LUT[np.clip(colour * (len(_TONE_LUT) - 1) + 0.5, 0, len(_TONE_LUT) - 1).astype(np.int32)]
 
-    depth = np.zeros(height * width, np.float32)
-    depth[valid] = depth_v
-    normals = np.zeros((height * width, 3), np.float32)
-    normals[valid] = n_c
-    instances = np.zeros(height * width, np.int32)
-    instances[valid] = mesh.face_instance[tri_v]
-    material = np.full(height * width, -1, np.int32)
-    material[valid] = mesh.face_material[tri_v]
-    return Frame(rgb, depth.reshape(height, width), normals.reshape(height, width, 3).transpose(2, 0, 1).copy(),
-                 instances.reshape(height, width), valid.reshape(height, width),
-                 material.reshape(height, width))
+    return Frame(rgb,
+                 _scatter(depth_v, valid, sel, 0.0).reshape(height, width),
+                 _scatter(n_c, valid, sel, 0.0).reshape(height, width, 3).transpose(2, 0, 1).copy(),
+                 _scatter(mesh.face_instance[tri_v], valid, sel, 0).reshape(height, width),
+                 valid.reshape(height, width),
+                 _scatter(mesh.face_material[tri_v], valid, sel, -1).reshape(height, width))
+
+
+def _scatter(values: np.ndarray, valid: np.ndarray, sel, fill) -> np.ndarray:
+    """Per-pixel array from the values of the valid pixels (``fill`` elsewhere)."""
+    if isinstance(sel, slice):
+        return values
+    out = np.full((len(valid),) + values.shape[1:], fill, values.dtype)
+    out[valid] = values
+    return out
+
+
+#: [0, 1] linear intensity (4096 steps) -> 8-bit value through the tone curve x ** (1 / 1.4)
+_TONE_LUT = np.round(np.linspace(0.0, 1.0, 4096) ** (1 / 1.4) * 255).astype(np.uint8)
 
 
 @functools.lru_cache(maxsize=8)
