@@ -290,8 +290,8 @@ def evaluate(gt, detections) -> CocoEvalResult:
     cand_row[c_det] = np.arange(nc)
     cand_row, d_cat_s, d_rank_s = cand_row[acc], d_cat[acc], d_rank[acc]
     plain_fp = (cand_row < 0)[:, None] & ~d_out[acc]  # (nd, A)
-    npig = np.zeros((K, A), dtype=np.int64)
-    np.add.at(npig, g_cat, (~g_ignore).astype(np.int64))
+    npig = np.stack([np.bincount(g_cat, weights=~g_ignore[:, a], minlength=K) for a in range(A)], axis=1)
+    npig = npig.astype(np.int64)
     vmin = _recall_levels(npig)
     undefined = (npig == 0)[None, :, :]  # (1, K, A)
     for m, max_det in enumerate(MAX_DETS):
@@ -375,8 +375,7 @@ def _precision_recall(cand_row, cat, plain_fp, c_tp, c_fp, npig, vmin):
     rc[nonempty] = tp[:, cseg[nonempty + 1] - 1].T / np.repeat(npig[nonempty], T, axis=1).clip(1)
     # position of the v-th TP of each (category, column): TPs listed column by column
     col, pos = np.nonzero(tps)
-    ntp = np.zeros((K, C), dtype=np.int64)
-    np.add.at(ntp, (ccat[pos], col), 1)
+    ntp = np.bincount(ccat[pos] * C + col, minlength=K * C).reshape(K, C)
     first_tp = np.cumsum(ntp, axis=0) - ntp + (np.cumsum(ntp.sum(0)) - ntp.sum(0))[None, :]  # (K, C)
     v = np.repeat(vmin, T, axis=1)  # (K, C, R)
     reach = (v <= ntp[:, :, None]) & (np.diff(cseg) > 0)[:, None, None]  # else precision 0
