@@ -72,3 +72,22 @@ def test_unknown_command_is_an_argparse_error(capsys):
 def test_bench_refuses_unknown_suite(capsys):
     assert cli.main(["bench", "opz"]) == 2
     assert "unknown benchmark suite 'opz'" in capsys.readouterr().err
+
+
+REPO = __import__("os").path.dirname(__import__("os").path.dirname(__import__("os").path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("model.fusion=residul", "model.fusion: unknown fusion 'residul' (did you mean 'residual'?)"),
+    ("model.fuson=residual", "unknown key 'model.fuson' (did you mean 'fusion'?)"),
+    ("train.iters=many", "train.iters: expected an integer, got str 'many'"),
+])
+def test_train_refuses_bad_config_before_running(override, expected, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mtlkit", "train", "configs/synthetic/rock.yaml", "--out",
+         str(tmp_path / "run"), "-o", override],
+        capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "last.pt").exists()
