@@ -35,8 +35,11 @@ def mtlkit_register_backbones(registry) -> None:
     """Register backbone factories.
 
     ``registry.add(name, cls)`` where ``cls(**options)`` builds an
-    ``nn.Module`` mapping images (B, 3, H, W) to a feature map
-    (B, C, H/s, W/s) and exposing ``out_channels`` (C) and ``stride`` (s).
+    ``nn.Module`` mapping normalised images (B, 3, H, W) to a list of source
+    feature maps, shallowest first, the last one being X (the map the ROCK
+    block refines), each (B, C_i, H/s_i, W/s_i). It exposes ``out_channels``
+    (list of C_i), ``strides`` (list of s_i) and ``mean``/``std`` (used to
+    normalise [0, 1] images).
 
     :param registry: a :class:`mtlkit.registry.Registrar` for kind ``backbone``.
     """
