@@ -24,6 +24,10 @@ from .objects import CLASSES, ObjectModel, build_object
 from .scenes import RECIPES, SCENES, Item
 
 TRIES = 30
+#: a floor pose outside the camera's field of view is re-drawn with this probability
+OUT_OF_VIEW_REJECT = 0.7
+#: cos of half the horizontal field of view of NYUv2's camera (~62 degrees) plus 10 degrees
+VIEW_COS = math.cos(math.radians(31.0 + 10.0))
 
 #: NYUv2 colour camera intrinsics at 640 x 480
 NYU_INTRINSICS = (518.857901, 519.469611, 325.582449, 253.736166)
@@ -192,12 +196,21 @@ def _reserved(size, openings: Sequence[Opening], camera: Camera, camera_wall: in
 class _Placer:
     """Rejection sampling of object poses for one room."""
 
-    def __init__(self, rng, size, reserved: List[Rect], camera_wall: int):
+    def __init__(self, rng, size, reserved: List[Rect], camera: Camera, camera_wall: int):
         self.rng = rng
         self.size = size
         self.reserved = reserved
         self.objects: List[PlacedObject] = []
         self.camera_wall = camera_wall
+        forward = camera.rotation[:2, 2]
+        self._cam_xy = camera.position[:2]
+        self._cam_dir = forward / max(float(np.hypot(*forward)), 1e-9)
+
+    def _in_view(self, x: float, y: float) -> bool:
+        """Whether (x, y) lies within the camera's horizontal field of view (+10 degrees)."""
+        dx, dy = x - self._cam_xy[0], y - self._cam_xy[1]
+        dist = math.hypot(dx, dy)
+        return dist > 1e-6 and (dx * self._cam_dir[0] + dy * self._cam_dir[1]) / dist > VIEW_COS
 
     # -- checks ---------------------------------------------------------------
     def _inside(self, rect: Rect) -> bool:
@@ -281,6 +294,8 @@ class _Placer:
                 pose = self._free_pose(model)
             if pose is None:
                 continue
+            if not self._in_view(pose[0], pose[1]) and self.rng.random() < OUT_OF_VIEW_REJECT:
+                continue  # most furniture goes where the camera sees it
             obj = PlacedObject(cls, model, float(pose[0]), float(pose[1]), 0.0, float(pose[2]), materials)
             if self._free(obj.rect, model.height):
                 self.objects.append(obj)
@@ -327,7 +342,7 @@ def sample_layout(rng: np.random.Generator, scene_probs: Optional[np.ndarray] = 
                       size[2] - rng.uniform(0.1, 0.4)])
     room_materials = np.stack([mat.floor_material(rng), mat.wall_material(rng),
                                mat.ceiling_material(rng), mat.outside_material(rng)])
-    placer = _Placer(rng, size, _reserved(size, openings, camera, camera_wall), camera_wall)
+    placer = _Placer(rng, size, _reserved(size, openings, camera, camera_wall), camera, camera_wall)
     for item in recipe.items:
         _place_item(rng, placer, item)
     return Layout(scene, size, openings, camera, light, float(rng.uniform(0.8, 1.3)),
