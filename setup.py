@@ -54,15 +54,16 @@ def native_extensions():
     with_cuda = _flag("MTLKIT_FORCE_CUDA") or (
         torch.version.cuda is not None and CUDA_HOME is not None and bool(cuda_sources)
     )
-    define_macros = [("TORCH_EXTENSION_NAME", "_C")]
-    extra_compile_args = {"cxx": ["-O3", "-std=c++17"]}
+    define_macros = [("TORCH_EXTENSION_NAME", "_C"), ("MTLKIT_PYTHON_MODULE", None)]
+    # No FMA contraction: the kernels must round exactly like the PyTorch reference.
+    extra_compile_args = {"cxx": ["-O3", "-std=c++17", "-ffp-contract=off"]}
     if os.name != "nt":
         extra_compile_args["cxx"].append("-fopenmp")
     extra_link_args = ["-fopenmp"] if os.name != "nt" else []
     include_dirs = [os.path.join(ROOT, "csrc")]
     if with_cuda:
         define_macros.append(("MTLKIT_WITH_CUDA", None))
-        extra_compile_args["nvcc"] = ["-O3", "-std=c++17", "--expt-relaxed-constexpr"]
+        extra_compile_args["nvcc"] = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "--fmad=false"]
         ext = CUDAExtension(
             "mtlkit._C",
             cpp_sources + cuda_sources,

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 
-def _native(op: str, requested: str | None, device: torch.device) -> bool:
+def _use_native(op: str, requested: str | None, device: torch.device) -> bool:
     return choose(requested) == "native" and native_supports(op, device)
 
 
@@ -52,7 +52,7 @@ def box_iou(a: torch.Tensor, b: torch.Tensor, *, backend: str | None = None) -> 
     C.same_device(a=a, b=b)
     dt = C.common_float(a, b)
     a, b = a.to(dt), b.to(dt)
-    if _native("box_iou", backend, a.device):
+    if _use_native("box_iou", backend, a.device):
         return torch.ops.mtlkit.box_iou(a.contiguous(), b.contiguous())
     return reference.box_iou(a, b)
 
@@ -77,7 +77,7 @@ def nms(
     when its IoU with a kept higher-ranked box is > iou_threshold.
     """
     boxes, scores, thr = _nms_inputs(boxes, scores, iou_threshold)
-    if _native("nms", backend, boxes.device):
+    if _use_native("nms", backend, boxes.device):
         return torch.ops.mtlkit.nms(boxes, scores, thr)
     return reference.nms(boxes, scores, thr)
 
@@ -99,7 +99,7 @@ def batched_nms(
     C.vector("idxs", idxs, boxes.shape[0], "boxes")
     C.same_device(boxes=boxes, idxs=idxs)
     idxs = idxs.to(torch.int64).contiguous()
-    if _native("batched_nms", backend, boxes.device):
+    if _use_native("batched_nms", backend, boxes.device):
         return torch.ops.mtlkit.batched_nms(boxes, scores, idxs, thr)
     return reference.batched_nms(boxes, scores, idxs, thr)
 
@@ -145,7 +145,7 @@ def ssd_match(
         C.same_device(priors=priors, **{f"gt_boxes[{i}]": g, f"gt_labels[{i}]": l})
         boxes.append(g.to(priors.dtype))
         labels.append(l.to(torch.int64))
-    if _native("ssd_match", backend, priors.device):
+    if _use_native("ssd_match", backend, priors.device):
         counts = [0] + [g.shape[0] for g in boxes]
         offsets = torch.tensor(counts, dtype=torch.int64).cumsum(0).to(priors.device, non_blocking=True)
         flat_boxes = torch.cat(boxes) if boxes else priors.new_zeros((0, 4))
@@ -179,7 +179,7 @@ def ssd_decode(
     v = C.variances(variances)
     dt = C.common_float(loc, priors)
     loc, priors = loc.to(dt).contiguous(), priors.to(dt).contiguous()
-    if _native("ssd_decode", backend, loc.device):
+    if _use_native("ssd_decode", backend, loc.device):
         return torch.ops.mtlkit.ssd_decode(loc, priors, *v)
     return reference.ssd_decode(loc, priors, v)
 
@@ -224,7 +224,7 @@ def ssd_postprocess(
     v = C.variances(variances)
     dt = C.common_float(loc, conf, priors)
     loc, conf, priors = loc.to(dt).contiguous(), conf.to(dt).contiguous(), priors.to(dt).contiguous()
-    if _native("ssd_postprocess", backend, loc.device):
+    if _use_native("ssd_postprocess", backend, loc.device):
         boxes, scores, labels, counts = torch.ops.mtlkit.ssd_postprocess(loc, conf, priors, st, it, k, m, *v)
         sizes = counts.tolist()
         return [
