@@ -8,8 +8,8 @@ sample shows the same scene at every image size.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Optional
 
 import numpy as np
 
