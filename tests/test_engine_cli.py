@@ -126,3 +126,28 @@ def test_user_errors_are_one_line(tiny_run, tmp_path, capsys):
     assert cli(["detect", str(config), "--checkpoint", str(out / "last.pt"), str(tmp_path / "nope.png"),
                 "--out", str(tmp_path / "p")]) == 2
     assert "nope.png: no such image" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigint_on_the_command_line_saves_and_exits_cleanly(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY.format(base=ROCK))
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "mtlkit", "train", str(config), "--out", str(out),
+                             "--iters", "500", "-o", "train.checkpoint_every=1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not (out / "last.pt").exists() and proc.poll() is None and time.time() - t0 < 300:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "stopped by SIGINT at iteration" in err and "--resume" in err
+    stopped_at = int(err.split("stopped by SIGINT at iteration ")[1].split(";")[0])
+    assert torch.load(out / "last.pt", weights_only=True)["iteration"] == stopped_at < 500

@@ -232,3 +232,39 @@ def test_config_validation_of_train_section():
         validate_config({"train": {"iters": 1.5}})
     with pytest.raises(ConfigError, match="eval.top_k"):
         validate_config({"eval": {"top_k": "many"}})
+
+
+def test_amp_on_cpu_is_ignored_with_a_note(tmp_path, capsys):
+    a = train(cfg_with(iters=3, amp=True, amp_dtype="float16"), tmp_path / "amp", **fake_parts())
+    assert "train.amp is ignored on CPU" in capsys.readouterr().err
+    b = train(cfg_with(iters=3), tmp_path / "fp32", **fake_parts())
+    assert a == b
+    assert torch.load(tmp_path / "amp" / "last.pt", weights_only=True)["scaler"] is None
+
+
+def test_evaluate_api_writes_outputs(tmp_path):
+    parts = fake_parts()
+    train(cfg_with(iters=2, eval_at_end=False), tmp_path / "run", **parts)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    values = evaluate(cfg_with(), None, out_dir=str(tmp_path / "ev"), model=parts["model"],
+                      dataset=FakeDataset(7, seed=2, augment=False))
+    assert values["reg"]["count"] == 7
+    saved = json.load(open(tmp_path / "ev" / "metrics.json"))
+    assert saved["metrics"] == values
+
+
+def test_data_workers_do_not_change_the_result(tmp_path):
+    cfg0 = cfg_with(iters=5)
+    cfg2 = cfg_with(iters=5)
+    cfg2["data"]["num_workers"] = 2
+    train(cfg0, tmp_path / "w0", **fake_parts())
+    train(cfg2, tmp_path / "w2", **fake_parts())
+    assert_same_state(final_weights(tmp_path / "w0")[0], final_weights(tmp_path / "w2")[0])
+
+
+def test_resuming_a_finished_run_returns_its_metrics(tmp_path):
+    first = train(cfg_with(iters=3), tmp_path, **fake_parts())
+    mtime = os.path.getmtime(tmp_path / "last.pt")
+    again = train(cfg_with(iters=3), tmp_path, resume=True, **fake_parts())
+    assert again == first
+    assert os.path.getmtime(tmp_path / "last.pt") == mtime  # nothing retrained or rewritten

@@ -383,8 +383,11 @@ class Trainer:
                             self._save(done)
                         break
                 else:
-                    done = iters
-                    if self.last_saved_iter != done:
+                    done = max(iters, start_iter)
+                    if start_iter > iters:
+                        self._note(f"the run is already at iteration {start_iter} > train.iters {iters}: "
+                                   "nothing to train")
+                    elif self.last_saved_iter != done:
                         self._save(done)
             if stopped is not None:
                 if bar is not None:
@@ -396,10 +399,10 @@ class Trainer:
             if bar is not None:
                 bar.close()
                 bar = self._bar = None
-            if tc["eval_at_end"] and self._val_dataset is not None and self.last_eval_iter != iters:
-                self._evaluate(iters, final=True)
-                if self.last_saved_iter == iters:
-                    self._save(iters)  # record that the final evaluation is done
+            if tc["eval_at_end"] and self._val_dataset is not None and self.last_eval_iter != done:
+                self._evaluate(done, final=True)
+                if self.last_saved_iter == done:
+                    self._save(done)  # record that the final evaluation is done
             self._finish()
             return self.last_eval
         finally:
