@@ -330,7 +330,11 @@ def _cli(out, *extra):
 def test_cli_writes_a_loadable_resumable_set(tmp_path):
     out = tmp_path / "set"
     assert _cli(out, "-n", "3", "--seed", "5", "--size", "48", "64", "--split", "val") == 0
-    assert (out / "dataset.json").exists() and (out / "preview.png").exists()
+    assert (out / "dataset.json").exists()
+    from PIL import Image
+
+    with Image.open(out / "preview.png") as preview:  # 3 rows of image | depth | normals
+        assert preview.size == (3 * 64, 3 * 48)
     loaded = SyntheticRooms(root=str(out))
     rendered = SyntheticRooms(split="val", size=3, seed=5, image_size=(48, 64))
     assert len(loaded) == 3 and loaded.classes == list(CLASSES) and loaded.config["seed"] == 5
