@@ -6,10 +6,15 @@ Layout of ``last.pt`` (every value a tensor or a plain Python type)::
     {"format": 1, "iteration": int (optimiser steps done),
      "model": state_dict, "optimizer": state_dict, "scheduler": dict,
      "scaler": dict | None, "ema": dict | None,
-     "rng": {"python": [version, [ints], gauss], "numpy": {...}, "torch": uint8 tensor,
-             "cuda": [uint8 tensors]},
+     "rng": [one per rank: {"python": [version, [ints], gauss], "numpy": {...},
+              "torch": uint8 tensor, "cuda": [uint8 tensors]}],
      "data": {"epoch", "batch", "seed", "batch_size", "world_size"},
-     "meta": {"classes": [...], "scenes": [...], "config": yaml str, "mtlkit": version}}
+     "evaluated": bool (the evaluation of this iteration is done), "last_eval": {task: {..}},
+     "meta": {"classes": [...], "scenes": [...], "tasks": [...], "config": yaml str,
+              "mtlkit": version}}
+
+No per-worker data RNG is stored: augmentation draws from
+``(seed, epoch, index)``, so the data position is all a resume needs.
 
 Written atomically (temp file + fsync + rename): a run killed at any moment
 leaves either the previous checkpoint or the new one.
