@@ -356,3 +356,18 @@ def test_cli_writes_a_loadable_resumable_set(tmp_path):
         SyntheticRooms(root=str(out), size=4)
     with pytest.raises(DataError, match="different configuration"):
         _cli(out, "-n", "3", "--seed", "6", "--size", "48", "64", "--split", "val")
+
+
+def test_dataloader_workers_give_the_same_samples():
+    """Samples do not depend on which worker makes them (Embree also used in the
+    parent before the workers fork)."""
+    from torch.utils.data import DataLoader
+
+    from mtlkit.data import collate
+
+    ds = SyntheticRooms(size=6, seed=1, image_size=(48, 64))
+    reference = torch.stack([ds[i]["depth"] for i in range(len(ds))])
+    loader = DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate)
+    batches = list(loader)
+    assert torch.equal(torch.cat([b["depth"] for b in batches]), reference)
+    assert [m["id"] for b in batches for m in b["meta"]] == list(range(6))
