@@ -43,6 +43,29 @@ from mtlkit.fusion import Fusion
 from mtlkit.task import AuxiliaryTask
 
 
+def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """A 1x1 convolution as one matrix product: (B, Cin, H, W) -> (B, Cout, H, W).
+
+    Used on the eval fast path: on CPU, ``F.conv2d`` runs batch-1 1x1 convs
+    through an im2col copy of the input; a GEMM on the (Cin, H*W) view of the
+    (contiguous) input avoids it."""
+    b, cin, h, w = x.shape
+    w2d = weight.reshape(weight.shape[0], cin)
+    flat = x.reshape(b, cin, h * w)
+    if b == 1:
+        out = torch.mm(w2d, flat[0]) if bias is None else torch.addmm(bias.unsqueeze(1), w2d, flat[0])
+        return out.view(1, -1, h, w)
+    out = torch.matmul(w2d, flat)
+    if bias is not None:
+        out += bias.view(1, -1, 1)
+    return out.view(b, -1, h, w)
+
+
+def _is_pointwise(conv: nn.Conv2d) -> bool:
+    return conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1 \
+        and conv.padding == (0, 0)
+
+
 class ConvBNReLU(nn.Module):
     """Conv (no bias) + BN + ReLU. In eval mode under ``no_grad`` the BN is
     folded into the conv (one conv with bias, then an in-place ReLU); the
@@ -77,6 +100,8 @@ class ConvBNReLU(nn.Module):
         if self.fold and not self.training and not torch.is_grad_enabled():
             weight, bias = self.folded()
             conv = self.conv
+            if _is_pointwise(conv) and x.is_contiguous():
+                return conv1x1(x, weight, bias).relu_()
             return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation,
                             conv.groups).relu_()
         return torch.relu(self.bn(self.conv(x)))
@@ -201,8 +226,13 @@ class RockBlock(nn.Module):
         features = self.encoder(x)
         maps: Dict[str, torch.Tensor] = {}
         predictions: Dict[str, torch.Tensor] = {}
+        fast = not self.training and not torch.is_grad_enabled() and features.is_contiguous()
         for name, task in self.tasks.items():
-            task_map = self.heads[name](features)
+            head = self.heads[name]
+            if fast and isinstance(head, nn.Conv2d) and _is_pointwise(head):
+                task_map = conv1x1(features, head.weight, head.bias)
+            else:
+                task_map = head(features)
             maps[name] = task_map
             predictions[name] = task.intensive_pool(task_map) if self.intensive else task.readout(task_map)
         del features
