@@ -68,7 +68,7 @@ class SceneTask(AuxiliaryTask):
     def new_metric(self) -> Any:
         from mtlkit.metrics import SceneMetric
 
-        return SceneMetric(task=self.name)
+        return SceneMetric(task=self.name, key=self.batch_keys[0])
 
     def visualize(self, prediction: Any, index: int, sample: Dict[str, Any]) -> Optional[np.ndarray]:
         """A text panel of the top-3 scene classes, the size of the sample's image."""
@@ -158,7 +158,8 @@ class DepthTask(AuxiliaryTask):
     def new_metric(self) -> Any:
         from mtlkit.metrics import DepthMetric
 
-        return DepthMetric(task=self.name)
+        return DepthMetric(task=self.name, key=self.batch_keys[0],
+                           min_depth=float(self.options["min_depth"]))
 
     def visualize(self, prediction: Any, index: int, sample: Dict[str, Any]) -> Optional[np.ndarray]:
         """Depth colour-mapped over [0, ``vis_max_depth``] metres."""
@@ -238,7 +239,7 @@ class NormalsTask(AuxiliaryTask):
     def new_metric(self) -> Any:
         from mtlkit.metrics import NormalsMetric
 
-        return NormalsMetric(task=self.name)
+        return NormalsMetric(task=self.name, key=self.batch_keys[0])
 
     def visualize(self, prediction: Any, index: int, sample: Dict[str, Any]) -> Optional[np.ndarray]:
         """Normals RGB-coded as (n + 1) / 2."""

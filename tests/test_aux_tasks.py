@@ -12,6 +12,8 @@ from mtlkit.registry import get_registry
 from mtlkit.task import downsample_masked
 from mtlkit_plugins.auxiliary_tasks import berhu, normals_loss
 
+from test_model_standins import single_thread  # noqa: F401
+
 
 def task(name, **options):
     return get_registry().get("task", name)(name, options)
@@ -148,3 +150,25 @@ def test_visualize_pictures():
     s = task("scene", num_classes=3, names=["bedroom", "kitchen", "office"]).visualize(
         torch.tensor([[0.1, 0.7, 0.2]]), 0, sample)
     assert s.shape == (12, 16, 3) and s.dtype == np.uint8
+
+
+def test_metrics_on_postprocessed_predictions():
+    b, h, w = 2, 8, 12
+    depth = torch.rand(b, 1, h, w) * 3 + 1
+    normals = F.normalize(torch.randn(b, 3, h, w), dim=1)
+    batch = {"scene": torch.tensor([1, 2]), "depth": depth, "depth_mask": torch.ones(b, 1, h, w, dtype=torch.bool),
+             "normals": normals, "normals_mask": torch.ones(b, 1, h, w, dtype=torch.bool),
+             "has": {"scene": torch.tensor([True, True]), "depth": torch.tensor([True, True]),
+                     "normals": torch.tensor([True, True])}}
+    d = task("depth")
+    m = d.new_metric()
+    m.update(d.postprocess(torch.log(depth), (h, w)), batch)  # exact prediction
+    assert m.compute()["abs_rel"] == pytest.approx(0.0, abs=1e-5)
+    n = task("normals")
+    m = n.new_metric()
+    m.update(n.postprocess(normals, (h, w)), batch)
+    assert m.compute()["mean"] == pytest.approx(0.0, abs=0.05)
+    s = task("scene", num_classes=3)
+    m = s.new_metric()
+    m.update(s.postprocess(torch.tensor([[0.0, 5.0, 0.0], [5.0, 0.0, 0.0]]), (h, w)), batch)
+    assert m.compute()["top1"] == 0.5

@@ -11,6 +11,8 @@ from mtlkit.config import load_config, validate_config
 from mtlkit.model import build_model
 from mtlkit.registry import get_registry
 
+from test_model_standins import single_thread  # noqa: F401
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*", "*.yaml")))
 VARIANTS = ["ssd", "flat_mtl", "intensive_pooling", "rock", "rock_concat", "rock_gated", "rock_light"]

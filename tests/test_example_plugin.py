@@ -20,6 +20,8 @@ from mtlkit.model import build_model
 
 from conftest import write_distribution
 
+from test_model_standins import single_thread  # noqa: F401
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "mtlkit-contours")
 

@@ -6,6 +6,7 @@ import torch
 from mtlkit.errors import ConfigError, MtlkitError
 from mtlkit.model import MultiTaskModel, build_model
 
+from test_model_standins import single_thread  # noqa: F401
 from test_model_standins import make_batch, model_cfg
 
 

@@ -3,6 +3,7 @@ not depend on the real SSD / ResNet (those are exercised by tests/test_configs.p
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,6 +11,19 @@ from torch import nn
 from mtlkit import hookimpl
 from mtlkit.registry import get_registry
 from mtlkit.task import PRIMARY, Task
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny models on one thread: on a shared, loaded machine every parallel
+    region of a 2-thread pool waits for a time slice (measured: a 64x64
+    forward of resnet_small takes 1.6 s CPU with 2 threads, 0.02 s with 1).
+    Imported by the model test modules (an imported autouse fixture applies
+    to the importing module)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 class TinyBackbone(nn.Module):

@@ -8,6 +8,7 @@ from mtlkit.model import build_model
 from mtlkit.models.rock import ConvBNReLU, RockBlock
 from mtlkit.registry import get_registry
 
+from test_model_standins import single_thread  # noqa: F401
 from test_model_standins import make_batch, model_cfg
 
 

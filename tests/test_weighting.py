@@ -8,6 +8,8 @@ import torch
 from mtlkit.registry import get_registry
 from mtlkit.weighting import LossWeighting
 
+from test_model_standins import single_thread  # noqa: F401
+
 
 class T:
     def __init__(self, weight=1.0, is_regression=False):
