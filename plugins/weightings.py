@@ -74,7 +74,8 @@ class UncertaintyWeighting(LossWeighting):
 class DWAWeighting(LossWeighting):
     """Dynamic Weight Average (Liu, Johns, Davison, CVPR 2019).
 
-    Training proceeds in periods of ``period`` iterations (``period: 0``: one
+    Training proceeds in periods of ``period`` training-mode calls (one call
+    per batch: with gradient accumulation, per micro-batch; ``period: 0``: one
     period per epoch, closed by ``on_epoch_end``). With Lbar_t(k) the mean loss
     of task t over period k, the weights during period k+1 are
     w_t = K exp(r_t / T) / sum_j exp(r_j / T), r_t = Lbar_t(k) / Lbar_t(k-1),

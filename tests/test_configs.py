@@ -122,3 +122,18 @@ def test_nyuv2_config_resnet50_trains_a_step(variant):
     model = build_model(load(os.path.join(ROOT, "configs", "nyuv2", f"{variant}.yaml")))
     _structure(model, variant)
     _train_step(model)
+
+
+def test_eval_section_sets_detection_postprocessing():
+    cfg = load(os.path.join(ROOT, "configs", "synthetic", "ssd.yaml"),
+               ["eval.score_threshold=0.3", "eval.max_detections=7"])
+    model = build_model(cfg).eval()
+    det = model.tasks["detection"]
+    assert det.options["score_threshold"] == 0.3 and det.options["max_detections"] == 7
+    with torch.no_grad():
+        pred = model.detect(torch.rand(2, 3, 64, 64))["detection"]
+    assert all(len(p["scores"]) <= 7 and bool((p["scores"] > 0.3).all()) for p in pred)
+    model.set_eval_options(max_detections=2)
+    with torch.no_grad():
+        pred = model.detect(torch.rand(2, 3, 64, 64))["detection"]
+    assert all(len(p["scores"]) <= 2 for p in pred)
