@@ -114,6 +114,21 @@ def test_downsample_masked_valid_average():
     assert out[0, 0, 0, 1].item() == 0.0
 
 
+def test_downsample_masked_matches_brute_force():
+    g = torch.Generator().manual_seed(3)
+    values = torch.randn(2, 3, 8, 12, generator=g)
+    mask = torch.rand(2, 1, 8, 12, generator=g) > 0.6
+    out, valid = downsample_masked(values, mask, (2, 3))
+    for b in range(2):
+        for i in range(2):
+            for j in range(3):
+                cell_m = mask[b, 0, 4 * i:4 * i + 4, 4 * j:4 * j + 4]
+                assert bool(valid[b, 0, i, j]) == bool(cell_m.any())
+                if cell_m.any():
+                    cell = values[b, :, 4 * i:4 * i + 4, 4 * j:4 * j + 4][:, cell_m]
+                    assert torch.allclose(out[b, :, i, j], cell.mean(dim=1), atol=1e-5)
+
+
 def test_intensive_pooling():
     depth_task = task("depth", group=4)
     assert depth_task.intensive_channels() == 4

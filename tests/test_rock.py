@@ -86,8 +86,13 @@ def test_conv_bn_relu_folding_matches_and_tracks_changes():
         assert torch.allclose(m(x), torch.relu(m.bn(m.conv(x))), atol=1e-5)
 
 
-def test_eval_block_fast_path_equals_reference():
-    b = block(channels=16)
+@pytest.mark.parametrize("fusion,options", [
+    ("residual", {}), ("concat", {}), ("gated", {}),
+    ("residual", {"separable": True, "decoder": "shared", "shared_channels": 8}),
+    ("none", {"pooling": "plain", "encoder": False}),
+])
+def test_eval_block_fast_path_equals_reference(fusion, options):
+    b = block(fusion, channels=16, **options)
     b.train()
     for _ in range(3):  # give the BNs non-trivial statistics
         b(torch.randn(4, 32, 5, 5) * 2 + 1)
