@@ -5,7 +5,7 @@ See :mod:`mtlkit.weighting` for the interface.
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict
 
 import torch
 from torch import nn
