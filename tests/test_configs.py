@@ -137,3 +137,9 @@ def test_eval_section_sets_detection_postprocessing():
     with torch.no_grad():
         pred = model.detect(torch.rand(2, 3, 64, 64))["detection"]
     assert all(len(p["scores"]) <= 2 for p in pred)
+
+
+def test_build_model_from_a_path():
+    model = build_model(os.path.join(ROOT, "configs", "synthetic", "rock_light.yaml"))
+    assert model.block.shared_decoder is not None and model.block.options["channels"] == 64
+    assert model.tasks["scene"].options["num_classes"] == 6
