@@ -268,3 +268,37 @@ def test_resuming_a_finished_run_returns_its_metrics(tmp_path):
     again = train(cfg_with(iters=3), tmp_path, resume=True, **fake_parts())
     assert again == first
     assert os.path.getmtime(tmp_path / "last.pt") == mtime  # nothing retrained or rewritten
+
+
+def test_trainer_calls_the_weighting_hooks(tmp_path):
+    """Gradient-based and epoch-based weightings rely on these hooks."""
+    from mtlkit.weighting import LossWeighting
+
+    class Recording(LossWeighting):
+        def __init__(self):
+            torch.nn.Module.__init__(self)
+            self.calls = []
+
+        def forward(self, losses):
+            return sum(losses.values()), {k: 1.0 for k in losses}
+
+        def after_backward(self, model, losses):
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            self.calls.append(("after_backward", bool(grads), sorted(losses)))
+
+        def on_iteration_end(self, iteration):
+            self.calls.append(("iteration", iteration))
+
+        def on_epoch_end(self, epoch):
+            self.calls.append(("epoch", epoch))
+
+    parts = fake_parts()
+    recorder = Recording()
+    # FakeModel.weighting is a method: shadow it on the instance
+    object.__setattr__(parts["model"], "weighting", recorder)
+    train(cfg_with(iters=10), tmp_path, **parts)
+    backward = [c for c in recorder.calls if c[0] == "after_backward"]
+    assert backward == [("after_backward", True, ["cls", "reg"])] * 10
+    assert [c[1] for c in recorder.calls if c[0] == "iteration"] == list(range(1, 11))
+    # 8 batches per epoch: epoch 0 ends during iteration 9
+    assert [c[1] for c in recorder.calls if c[0] == "epoch"] == [0]

@@ -106,6 +106,15 @@ def dataset_attr(dataset: Any, name: str) -> Optional[Any]:
     return None
 
 
+def weighting_hook(core: nn.Module, hook: str, *args: Any) -> None:
+    """Call an optional hook of the model's loss weighting
+    (:class:`mtlkit.weighting.LossWeighting`); models whose weighting is a
+    plain callable have none."""
+    method = getattr(getattr(core, "weighting", None), hook, None)
+    if callable(method):
+        method(*args)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed & 0xFFFFFFFF)
@@ -321,6 +330,7 @@ class Trainer:
         try:
             with _StopRequest() as stop:
                 model.train()
+                epoch_seen = stream.state()["epoch"]
                 for it in range(start_iter, iters):
                     lr = schedule.step(it)
                     optimizer.zero_grad(set_to_none=True)
@@ -352,6 +362,9 @@ class Trainer:
 
                     if scaler is not None:
                         scaler.unscale_(optimizer)
+                    # Gradient-based weightings (GradNorm, PCGrad, ...) act on the
+                    # unscaled gradients of the last micro-batch's losses.
+                    weighting_hook(core, "after_backward", core, losses)
                     if float(tc["clip_grad_norm"]) > 0:
                         torch.nn.utils.clip_grad_norm_(core.parameters(), float(tc["clip_grad_norm"]))
                     if scaler is not None:
@@ -362,6 +375,10 @@ class Trainer:
                     if ema is not None:
                         ema.update(core)
                     done = it + 1
+                    weighting_hook(core, "on_iteration_end", done)
+                    if stream.state()["epoch"] != epoch_seen:
+                        weighting_hook(core, "on_epoch_end", epoch_seen)
+                        epoch_seen = stream.state()["epoch"]
 
                     state.add(task_losses, values[-2], batch_size * accumulate * world,
                               time.perf_counter() - t0, weights)
