@@ -302,3 +302,16 @@ def test_trainer_calls_the_weighting_hooks(tmp_path):
     assert [c[1] for c in recorder.calls if c[0] == "iteration"] == list(range(1, 11))
     # 8 batches per epoch: epoch 0 ends during iteration 9
     assert [c[1] for c in recorder.calls if c[0] == "epoch"] == [0]
+
+
+def test_num_threads_option_sets_torch_threads(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        train(cfg_with(iters=1, num_threads=1), tmp_path, **fake_parts())
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        train(cfg_with(iters=1, num_threads=0), tmp_path / "b", **fake_parts())
+        assert torch.get_num_threads() == 2  # 0 leaves torch's setting alone
+    finally:
+        torch.set_num_threads(before)

@@ -216,12 +216,13 @@ def evaluate(cfg: Any, checkpoint: Optional[str], out_dir: Optional[str] = None,
     :returns: task -> metric name -> value.
     """
     from mtlkit.engine.trainer import (dataset_attr, load_run_config, resolve_config,
-                                       select_device, write_eval_outputs)
+                                       select_device, write_eval_outputs, apply_num_threads)
     from mtlkit.errors import ConfigError
 
     cfg = resolve_config(load_run_config(cfg, overrides))
     ec, data = cfg["eval"], cfg.get("data") or {}
     split = split or ec["split"]
+    apply_num_threads(cfg["train"]["num_threads"])
     device = select_device(cfg["train"]["device"])
     created = dist.init_from_env(device.type)
     try:

@@ -45,6 +45,8 @@ TRAIN_DEFAULTS: Dict[str, Any] = {
     "seed": 0,
     "deterministic": False,       # torch.use_deterministic_algorithms (slower on GPU)
     "device": "auto",             # auto | cpu | cuda
+    "num_threads": 0,             # torch intra-op threads (0: torch's default). On a small CPU
+                                  # box with a data worker rendering beside it, 1 is fastest
     "sync_bn": False,             # SyncBatchNorm under DDP
     "find_unused_parameters": False,
     "progress": True,             # tqdm progress bar on stderr (rank 0)
