@@ -5,8 +5,15 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 import mtlkit.registry as registry_module
+
+# One intra-op thread by default: the suite's models are tiny, and on a 2-core
+# box shared with other work an oversubscribed OpenMP pool makes them an order
+# of magnitude slower. Tests of parallel code set the count they need
+# themselves; MTLKIT_TEST_THREADS=N runs the whole suite with N threads.
+torch.set_num_threads(int(os.environ.get("MTLKIT_TEST_THREADS", "1")))
 
 
 @pytest.fixture
