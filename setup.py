@@ -56,14 +56,14 @@ def native_extensions():
     )
     define_macros = [("TORCH_EXTENSION_NAME", "_C"), ("MTLKIT_PYTHON_MODULE", None)]
     # No FMA contraction: the kernels must round exactly like the PyTorch reference.
-    extra_compile_args = {"cxx": ["-O3", "-std=c++17", "-ffp-contract=off"]}
+    extra_compile_args = {"cxx": ["-O3", "-ffp-contract=off", "-fno-trapping-math"]}  # -std: torch's default (C++17 or 20)
     if os.name != "nt":
         extra_compile_args["cxx"].append("-fopenmp")
     extra_link_args = ["-fopenmp"] if os.name != "nt" else []
     include_dirs = [os.path.join(ROOT, "csrc")]
     if with_cuda:
         define_macros.append(("MTLKIT_WITH_CUDA", None))
-        extra_compile_args["nvcc"] = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "--fmad=false"]
+        extra_compile_args["nvcc"] = ["-O3", "--expt-relaxed-constexpr", "--fmad=false"]
         ext = CUDAExtension(
             "mtlkit._C",
             cpp_sources + cuda_sources,

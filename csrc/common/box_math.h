@@ -52,7 +52,8 @@ MTLKIT_HD T box_iou(T ax1, T ay1, T ax2, T ay2, T area_a, T bx1, T by1, T bx2, T
   const T h = clamp0(min_(ay2, by2) - max_(ay1, by1));
   const T inter = w * h;
   const T uni = area_a + area_b - inter;
-  return uni > T(0) ? inter / uni : T(0);
+  const T q = inter / uni;  // computed unconditionally so the select vectorises
+  return uni > T(0) ? q : T(0);
 }
 
 // The value t of type T such that, for every non-NaN x of type T,

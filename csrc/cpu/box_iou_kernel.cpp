@@ -12,6 +12,13 @@ namespace mtlkit {
 namespace {
 
 template <typename T>
+void iou_row(T x1, T y1, T x2, T y2, T area, const T* __restrict__ bx1, const T* __restrict__ by1,
+             const T* __restrict__ bx2, const T* __restrict__ by2, const T* __restrict__ ba, int64_t m,
+             T* __restrict__ row) {
+  for (int64_t j = 0; j < m; ++j) row[j] = box_iou(x1, y1, x2, y2, area, bx1[j], by1[j], bx2[j], by2[j], ba[j]);
+}
+
+template <typename T>
 void box_iou_impl(const T* a, int64_t n, const T* b, int64_t m, T* out) {
   std::vector<T> bx1(m), by1(m), bx2(m), by2(m), ba(m);
   for (int64_t j = 0; j < m; ++j) {
@@ -23,9 +30,7 @@ void box_iou_impl(const T* a, int64_t n, const T* b, int64_t m, T* out) {
     for (int64_t i = lo; i < hi; ++i) {
       const T* p = a + 4 * i;
       const T x1 = p[0], y1 = p[1], x2 = p[2], y2 = p[3], area = box_area(x1, y1, x2, y2);
-      T* row = out + i * m;
-      for (int64_t j = 0; j < m; ++j)
-        row[j] = box_iou(x1, y1, x2, y2, area, bx1[j], by1[j], bx2[j], by2[j], ba[j]);
+      iou_row(x1, y1, x2, y2, area, bx1.data(), by1.data(), bx2.data(), by2.data(), ba.data(), m, out + i * m);
     }
   });
 }

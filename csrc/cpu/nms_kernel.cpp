@@ -18,7 +18,7 @@ at::Tensor nms_impl(const at::Tensor& boxes, const at::Tensor& scores, double io
   rb.reserve(n);
   for (int64_t i : order) rb.push(b + 4 * i, i);
   std::vector<int64_t> keep;
-  cpu::greedy_nms(rb, exact_threshold<T>(iou_threshold), keep);
+  cpu::rank_nms(rb, exact_threshold<T>(iou_threshold), keep);
   return at::tensor(keep, at::TensorOptions().dtype(at::kLong));
 }
 
@@ -46,7 +46,7 @@ at::Tensor batched_nms_impl(const at::Tensor& boxes, const at::Tensor& scores, c
     for (int64_t k = lo; k < hi; ++k) {
       rb.clear();
       for (int64_t r = starts[k]; r < starts[k + 1]; ++r) rb.push(b + 4 * order[r], order[r]);
-      cpu::greedy_nms(rb, t, kept[k]);
+      cpu::rank_nms(rb, t, kept[k]);
     }
   });
   std::vector<int64_t> keep;

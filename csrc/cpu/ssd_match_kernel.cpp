@@ -4,7 +4,9 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <cstring>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "common/box_math.h"
@@ -12,6 +14,43 @@
 
 namespace mtlkit {
 namespace {
+
+// Index of the first maximum of r[0..P) (IoUs: >= 0, never NaN), -1 when the
+// maximum is 0. The maximum is found on the bit patterns, which order like
+// the values for non-negative floats and vectorise as an integer reduction.
+template <typename T>
+int64_t first_max(const T* r, int64_t P) {
+  using Bits = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+  Bits m = 0;
+  for (int64_t p = 0; p < P; ++p) {
+    Bits v;
+    std::memcpy(&v, r + p, sizeof(T));
+    m = v > m ? v : m;
+  }
+  if (m == 0) return -1;
+  T mv;
+  std::memcpy(&mv, &m, sizeof(T));
+  for (int64_t p = 0; p < P; ++p)
+    if (r[p] == mv) return p;
+  return -1;
+}
+
+// IoU of one GT with every prior into r, and the running best GT per prior.
+// Strict comparison: the lowest GT index wins ties. Mask arithmetic and
+// restrict pointers keep the loop vectorised.
+template <typename T, typename Idx>
+void match_row(T gx1, T gy1, T gx2, T gy2, T ga, Idx gi, const T* __restrict__ px1, const T* __restrict__ py1,
+               const T* __restrict__ px2, const T* __restrict__ py2, const T* __restrict__ pa, int64_t P,
+               T* __restrict__ r, T* __restrict__ bs, Idx* __restrict__ bg) {
+  for (int64_t p = 0; p < P; ++p) {
+    const T iou = box_iou(gx1, gy1, gx2, gy2, ga, px1[p], py1[p], px2[p], py2[p], pa[p]);
+    r[p] = iou;
+    const T old = bs[p];
+    const Idx up = -static_cast<Idx>(iou > old);
+    bs[p] = iou > old ? iou : old;
+    bg[p] = bg[p] + ((gi - bg[p]) & up);
+  }
+}
 
 template <typename T>
 void ssd_match_impl(const T* gt, const int64_t* gl, const int64_t* off, int64_t B, const T* pri, int64_t P,
@@ -23,7 +62,8 @@ void ssd_match_impl(const T* gt, const int64_t* gl, const int64_t* off, int64_t 
   }
   at::parallel_for(0, B, 1, [&](int64_t b_lo, int64_t b_hi) {
     std::vector<T> best(P), row(P);
-    std::vector<int32_t> best_gt(P);
+    using Idx = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;  // same width as T
+    std::vector<Idx> best_gt(P);
     std::vector<uint8_t> forced(P);
     for (int64_t b = b_lo; b < b_hi; ++b) {
       const int64_t lo = off[b], n = off[b + 1] - off[b];
@@ -34,27 +74,17 @@ void ssd_match_impl(const T* gt, const int64_t* gl, const int64_t* off, int64_t 
       for (int64_t g = 0; g < n; ++g) {
         const T* q = gt + 4 * (lo + g);
         const T gx1 = q[0], gy1 = q[1], gx2 = q[2], gy2 = q[3], ga = box_area(gx1, gy1, gx2, gy2);
-        const int32_t gi = static_cast<int32_t>(g);
+        const Idx gi = static_cast<Idx>(g);
         T* r = row.data();
-        T* bs = best.data();
-        int32_t* bg = best_gt.data();
-        for (int64_t p = 0; p < P; ++p) {
-          const T iou = box_iou(gx1, gy1, gx2, gy2, ga, px1[p], py1[p], px2[p], py2[p], pa[p]);
-          r[p] = iou;
-          const bool up = iou > bs[p];  // strict: the lowest GT index wins ties
-          bs[p] = up ? iou : bs[p];
-          bg[p] = up ? gi : bg[p];
-        }
-        T m = T(0);
-        int64_t mi = -1;
-        for (int64_t p = 0; p < P; ++p)
-          if (r[p] > m) m = r[p], mi = p;  // strict: the lowest prior index wins ties
+        match_row(gx1, gy1, gx2, gy2, ga, gi, px1.data(), py1.data(), px2.data(), py2.data(), pa.data(), P, r,
+                  best.data(), best_gt.data());
+        const int64_t mi = first_max(r, P);
         gt_best_prior[g] = mi;              // -1 when the GT overlaps no prior
       }
       for (int64_t g = 0; g < n; ++g) {  // later GTs win shared priors
         const int64_t p = gt_best_prior[g];
         if (p < 0) continue;
-        best_gt[p] = static_cast<int32_t>(g);
+        best_gt[p] = static_cast<Idx>(g);
         forced[p] = 1;
       }
       T* lb = loc + b * P * 4;

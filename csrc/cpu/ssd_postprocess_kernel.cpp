@@ -60,7 +60,7 @@ void postprocess_image(const T* prob, const T* loc, const T* pri, int64_t P, int
       rb.push(&boxes[4 * k], k);
     }
     keep.clear();
-    cpu::greedy_nms(rb, ti, keep);
+    cpu::rank_nms(rb, ti, keep);
     for (int64_t k : keep) {
       Det<T> d{v[k].score, c, v[k].prior, {boxes[4 * k], boxes[4 * k + 1], boxes[4 * k + 2], boxes[4 * k + 3]}};
       dets.push_back(d);

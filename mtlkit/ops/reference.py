@@ -66,14 +66,7 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union, torch.zeros((), dtype=inter.dtype, device=inter.device))
 
 
-def _iou_one_to_many(box: torch.Tensor, area: torch.Tensor, boxes: torch.Tensor, areas: torch.Tensor):
-    """IoU of one box (4,) with boxes (K, 4), same arithmetic as :func:`box_iou`."""
-    lt = torch.maximum(box[:2], boxes[:, :2])
-    rb = torch.minimum(box[2:], boxes[:, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[:, 0] * wh[:, 1]
-    union = area + areas - inter
-    return torch.where(union > 0, inter / union, torch.zeros((), dtype=inter.dtype, device=inter.device))
+_NMS_BLOCK = 128
 
 
 def _sort_desc(scores: torch.Tensor) -> torch.Tensor:
@@ -85,24 +78,40 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     """Greedy NMS. boxes (N, 4) xyxy, scores (N,) -> kept indices (K,) int64 by decreasing score.
 
     A box is suppressed by a kept, higher-ranked box when their IoU > iou_threshold.
+    Boxes are visited in rank order by blocks: a block is first checked against
+    every box kept so far (one vectorised IoU), then resolved greedily inside.
     """
     n = boxes.shape[0]
     if n == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
     order = _sort_desc(scores)
     b = boxes[order]
-    areas = box_area(b)
-    alive = torch.arange(n, device=boxes.device)
-    keep = []
-    while alive.numel() > 0:
-        i = alive[0]
-        keep.append(i)
-        rest = alive[1:]
-        if rest.numel() == 0:
-            break
-        iou = _iou_one_to_many(b[i], areas[i], b[rest], areas[rest])
-        alive = rest[~(iou.to(torch.float64) > iou_threshold)]
-    return order[torch.stack(keep)]
+    kept = []
+    kept_boxes = b[:0]
+    for start in range(0, n, _NMS_BLOCK):
+        blk = b[start : start + _NMS_BLOCK]
+        if kept_boxes.shape[0]:
+            alive = (~(box_iou(kept_boxes, blk).to(torch.float64) > iou_threshold).any(0)).tolist()
+        else:
+            alive = [True] * blk.shape[0]
+        within = (box_iou(blk, blk).to(torch.float64) > iou_threshold).triu(1)
+        suppresses = within.any(1).tolist()
+        rows = within.tolist()
+        new = []
+        for i, ok in enumerate(alive):
+            if not ok:
+                continue
+            new.append(i)
+            if suppresses[i]:
+                row = rows[i]
+                for j in range(i + 1, len(alive)):
+                    if row[j]:
+                        alive[j] = False
+        if new:
+            idx = torch.tensor(new, dtype=torch.int64, device=boxes.device) + start
+            kept.append(idx)
+            kept_boxes = torch.cat([kept_boxes, b[idx]])
+    return order[torch.cat(kept)]
 
 
 def batched_nms(
