@@ -66,9 +66,9 @@ def test_env_forces_reference_without_warning():
 def test_missing_extension_falls_back_with_one_warning():
     code = (
         "import sys, warnings; sys.modules['mtlkit._C'] = None\n"
-        "import torch, mtlkit.ops as o\n"
         "with warnings.catch_warnings(record=True) as w:\n"
         "    warnings.simplefilter('always')\n"
+        "    import torch, mtlkit.ops as o\n"
         "    b = o.backend(); o.backend(); o.nms(torch.zeros(0, 4), torch.zeros(0), 0.5)\n"
         "msgs = [str(x.message) for x in w if 'mtlkit._C' in str(x.message)]\n"
         "print(b, len(msgs), msgs[0] if msgs else '')\n"
@@ -185,7 +185,6 @@ def test_nms_native_heavy_overlap_and_negative_threshold():
         assert torch.equal(ops.nms(boxes, scores, thr, backend="native"), ops.nms(boxes, scores, thr, backend="torch"))
 
 
-@pytest.mark.slow
 @needs_native
 def test_nms_native_equals_reference_20k():
     boxes = rand_boxes(20000, 11, extent=1000, size=100, dtype=torch.float32)
@@ -318,7 +317,6 @@ def test_ssd_match_native_equals_reference(dtype):
         torch.testing.assert_close(a[0], b[0], rtol=1e-14, atol=1e-14)
 
 
-@pytest.mark.slow
 @needs_native
 def test_ssd_match_native_equals_reference_batch64():
     import _ops_data
@@ -488,3 +486,29 @@ def test_autocast_runs_in_float32():
     assert out.dtype == torch.float32
     assert torch.equal(out, torch.ops.mtlkit.box_iou(b.bfloat16().float(), b.bfloat16().float()))
     assert keep.dtype == torch.int64
+
+
+def _compiled_pipeline(loc, conf, priors, boxes, scores):
+    keep = torch.ops.mtlkit.nms(boxes, scores, 0.5)
+    dec = torch.ops.mtlkit.ssd_decode(loc, priors, 0.1, 0.2)
+    iou = torch.ops.mtlkit.box_iou(dec[0], priors)
+    out = torch.ops.mtlkit.ssd_postprocess(loc, conf, priors, 0.05, 0.5, 10, 10, 0.1, 0.2)
+    return keep, iou, out[1].sum()
+
+
+@needs_native
+@pytest.mark.parametrize("compiler", ["eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_ops_under_torch_compile_fullgraph(compiler):
+    import torch._dynamo
+
+    pri = priors_grid(3).float()
+    loc = torch.randn(2, pri.shape[0], 4) * 0.1
+    conf = torch.randn(2, pri.shape[0], 3)
+    boxes = rand_boxes(30, 3, dtype=torch.float32)
+    scores = torch.rand(30)
+    want = _compiled_pipeline(loc, conf, pri, boxes, scores)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True):
+        got = torch.compile(_compiled_pipeline, backend=compiler, fullgraph=True)(loc, conf, pri, boxes, scores)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    torch.testing.assert_close(got[2], want[2])

@@ -13,8 +13,8 @@ __global__ void box_iou_kernel(const T* a, int64_t n, const T* b, int64_t m, T* 
   if (j >= m) return;
   const T* p = a + 4 * i;
   const T* q = b + 4 * j;
-  out[i * m + j] = box_iou(p[0], p[1], p[2], p[3], box_area(p[0], p[1], p[2], p[3]), q[0], q[1], q[2], q[3],
-                           box_area(q[0], q[1], q[2], q[3]));
+  out[i * m + j] = ::mtlkit::box_iou(p[0], p[1], p[2], p[3], ::mtlkit::box_area(p[0], p[1], p[2], p[3]), q[0], q[1], q[2], q[3],
+                           ::mtlkit::box_area(q[0], q[1], q[2], q[3]));
 }
 
 }  // namespace

@@ -27,20 +27,20 @@ __global__ void nms_mask_kernel(const T* boxes, const int64_t* groups, int64_t n
     cb[5 * tid + 1] = q[1];
     cb[5 * tid + 2] = q[2];
     cb[5 * tid + 3] = q[3];
-    cb[5 * tid + 4] = box_area(q[0], q[1], q[2], q[3]);
+    cb[5 * tid + 4] = ::mtlkit::box_area(q[0], q[1], q[2], q[3]);
     cg[tid] = groups ? groups[col_block * kNmsBlock + tid] : 0;
   }
   __syncthreads();
   if (tid >= row_size) return;
   const int64_t i = row_block * kNmsBlock + tid;
   const T* p = boxes + 4 * i;
-  const T x1 = p[0], y1 = p[1], x2 = p[2], y2 = p[3], area = box_area(x1, y1, x2, y2);
+  const T x1 = p[0], y1 = p[1], x2 = p[2], y2 = p[3], area = ::mtlkit::box_area(x1, y1, x2, y2);
   const int64_t gi = groups ? groups[i] : 0;
   unsigned long long bits = 0;
   for (int64_t k = (row_block == col_block) ? tid + 1 : 0; k < col_size; ++k) {
     if (cg[k] != gi) continue;
     const T* c = cb + 5 * k;
-    if (box_iou(x1, y1, x2, y2, area, c[0], c[1], c[2], c[3], c[4]) > t) bits |= 1ULL << k;
+    if (::mtlkit::box_iou(x1, y1, x2, y2, area, c[0], c[1], c[2], c[3], c[4]) > t) bits |= 1ULL << k;
   }
   mask[i * col_blocks + col_block] = bits;
 }

@@ -12,7 +12,7 @@ __global__ void decode_kernel(const T* loc, const T* priors, int64_t total, int6
                               T* out) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= total) return;
-  ssd_decode(loc + 4 * i, priors + 4 * (i % P), v0, v1, out + 4 * i);
+  ::mtlkit::ssd_decode(loc + 4 * i, priors + 4 * (i % P), v0, v1, out + 4 * i);
 }
 
 // One block per segment. Greedy NMS with one __syncthreads per candidate: the
@@ -33,7 +33,7 @@ __global__ void segmented_nms_kernel(const T* loc, const T* priors, const int64_
     rm[k] = 0;
     if (k < cnt) {
       const int64_t p = cand_prior[s * K + k];
-      ssd_decode(loc + (b * P + p) * 4, priors + 4 * p, v0, v1, bx + 4 * k);
+      ::mtlkit::ssd_decode(loc + (b * P + p) * 4, priors + 4 * p, v0, v1, bx + 4 * k);
     }
   }
   __syncthreads();
@@ -41,11 +41,11 @@ __global__ void segmented_nms_kernel(const T* loc, const T* priors, const int64_
     if (rm[i]) continue;  // uniform: written before the last barrier
     if (threadIdx.x == 0) kp[i] = 1;
     const T* q = bx + 4 * i;
-    const T x1 = q[0], y1 = q[1], x2 = q[2], y2 = q[3], a = box_area(x1, y1, x2, y2);
+    const T x1 = q[0], y1 = q[1], x2 = q[2], y2 = q[3], a = ::mtlkit::box_area(x1, y1, x2, y2);
     for (int64_t j = i + 1 + threadIdx.x; j < cnt; j += blockDim.x) {
       if (rm[j]) continue;
       const T* r = bx + 4 * j;
-      if (box_iou(x1, y1, x2, y2, a, r[0], r[1], r[2], r[3], box_area(r[0], r[1], r[2], r[3])) > t) rm[j] = 1;
+      if (::mtlkit::box_iou(x1, y1, x2, y2, a, r[0], r[1], r[2], r[3], ::mtlkit::box_area(r[0], r[1], r[2], r[3])) > t) rm[j] = 1;
     }
     __syncthreads();
   }

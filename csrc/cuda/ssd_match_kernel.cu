@@ -15,21 +15,21 @@ constexpr int kThreads = 256;
 
 template <typename T>
 __device__ __forceinline__ void prior_box(const T* priors, int64_t p, T& x1, T& y1, T& x2, T& y2, T& area) {
-  prior_to_xyxy(priors + 4 * p, &x1, &y1, &x2, &y2);
-  area = box_area(x1, y1, x2, y2);
+  ::mtlkit::prior_to_xyxy(priors + 4 * p, &x1, &y1, &x2, &y2);
+  area = ::mtlkit::box_area(x1, y1, x2, y2);
 }
 
 template <typename T>
 __global__ void gt_best_prior_kernel(const T* gt, const T* priors, int64_t P, int64_t* gt_best_prior) {
   const int64_t g = blockIdx.x;
   const T* q = gt + 4 * g;
-  const T gx1 = q[0], gy1 = q[1], gx2 = q[2], gy2 = q[3], ga = box_area(gx1, gy1, gx2, gy2);
+  const T gx1 = q[0], gy1 = q[1], gx2 = q[2], gy2 = q[3], ga = ::mtlkit::box_area(gx1, gy1, gx2, gy2);
   T best = T(0);
   int64_t best_p = -1;  // only IoU > 0 counts, as on the CPU
   for (int64_t p = threadIdx.x; p < P; p += blockDim.x) {
     T x1, y1, x2, y2, a;
     prior_box(priors, p, x1, y1, x2, y2, a);
-    const T iou = box_iou(gx1, gy1, gx2, gy2, ga, x1, y1, x2, y2, a);
+    const T iou = ::mtlkit::box_iou(gx1, gy1, gx2, gy2, ga, x1, y1, x2, y2, a);
     if (iou > best) best = iou, best_p = p;  // p ascending: first maximum per thread
   }
   __shared__ T s_best[kThreads];
@@ -70,7 +70,7 @@ __global__ void match_encode_kernel(const T* gt, const int64_t* labels, const in
   int64_t best_g = -1, forced = -1;
   for (int64_t g = lo; g < hi; ++g) {
     const T* q = gt + 4 * g;
-    const T iou = box_iou(q[0], q[1], q[2], q[3], box_area(q[0], q[1], q[2], q[3]), x1, y1, x2, y2, a);
+    const T iou = ::mtlkit::box_iou(q[0], q[1], q[2], q[3], ::mtlkit::box_area(q[0], q[1], q[2], q[3]), x1, y1, x2, y2, a);
     if (iou > best) best = iou, best_g = g;  // lowest GT index wins ties
     if (gt_best_prior[g] == p) forced = g;   // the last GT wins a shared prior
   }
@@ -82,7 +82,7 @@ __global__ void match_encode_kernel(const T* gt, const int64_t* labels, const in
     return;
   }
   out_labels[b * P + p] = labels[m];
-  ssd_encode(gt + 4 * m, priors + 4 * p, v0, v1, out);
+  ::mtlkit::ssd_encode(gt + 4 * m, priors + 4 * p, v0, v1, out);
 }
 
 }  // namespace

@@ -232,3 +232,7 @@ def ssd_postprocess(
             for bb, ss, ll in zip(boxes.split(sizes), scores.split(sizes), labels.split(sizes))
         ]
     return reference.ssd_postprocess(loc, conf, priors, st, it, k, m, v)
+
+# Load the extension now (registers torch.ops.mtlkit.* and their fake kernels), or
+# warn once why the reference is used.
+backend()
