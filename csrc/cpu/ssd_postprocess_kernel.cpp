@@ -24,16 +24,26 @@ struct Det {
 };
 
 template <typename T>
+struct Cand {
+  T score;
+  int64_t prior;
+};
+
+// Per-thread buffers reused across images.
+template <typename T>
+struct Workspace {
+  std::vector<std::vector<Cand<T>>> cands;
+};
+
+template <typename T>
 void postprocess_image(const T* prob, const T* loc, const T* pri, int64_t P, int64_t C, T ts, T ti, int64_t top_k,
-                       int64_t max_det, double v0, double v1, std::vector<Det<T>>& dets) {
-  struct Cand {
-    T score;
-    int64_t prior;
-  };
-  const auto before = [](const Cand& a, const Cand& b) {
+                       int64_t max_det, double v0, double v1, Workspace<T>& ws, std::vector<Det<T>>& dets) {
+  const auto before = [](const Cand<T>& a, const Cand<T>& b) {
     return a.score > b.score || (a.score == b.score && a.prior < b.prior);
   };
-  std::vector<std::vector<Cand>> cands(C - 1);
+  auto& cands = ws.cands;
+  cands.resize(C - 1);
+  for (auto& v : cands) v.clear();
   for (int64_t p = 0; p < P; ++p) {
     const T* row = prob + p * C;
     for (int64_t c = 1; c < C; ++c)
@@ -46,8 +56,9 @@ void postprocess_image(const T* prob, const T* loc, const T* pri, int64_t P, int
     auto& v = cands[c - 1];
     if (v.empty()) continue;
     if (top_k > 0 && static_cast<int64_t>(v.size()) > top_k) {
-      std::partial_sort(v.begin(), v.begin() + top_k, v.end(), before);
+      std::nth_element(v.begin(), v.begin() + (top_k - 1), v.end(), before);  // O(n) selection
       v.resize(top_k);
+      std::sort(v.begin(), v.end(), before);
     } else {
       std::sort(v.begin(), v.end(), before);
     }
@@ -104,8 +115,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssd_postprocess_cpu(
     const T* pp = priors.data_ptr<T>();
     const T ts = exact_threshold<T>(score_threshold), ti = exact_threshold<T>(iou_threshold);
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      Workspace<T> ws;
       for (int64_t b = b0; b < b1; ++b)
-        postprocess_image<T>(pr + b * P * C, lo + b * P * 4, pp, P, C, ts, ti, top_k, max_detections, v0, v1,
+        postprocess_image<T>(pr + b * P * C, lo + b * P * 4, pp, P, C, ts, ti, top_k, max_detections, v0, v1, ws,
                              per_image[b]);
     });
     int64_t total = 0;
