@@ -63,6 +63,10 @@ def native_extensions():
     include_dirs = [os.path.join(ROOT, "csrc")]
     if with_cuda:
         define_macros.append(("MTLKIT_WITH_CUDA", None))
+        # pip-installed CUDA headers (cusparse.h, cublas_v2.h, ...) that ATen/cuda
+        # includes but a minimal toolkit in CUDA_HOME may lack.
+        site = os.path.dirname(os.path.dirname(torch.__file__))
+        include_dirs += sorted(glob.glob(os.path.join(site, "nvidia", "*", "include")))
         extra_compile_args["nvcc"] = ["-O3", "--expt-relaxed-constexpr", "--fmad=false"]
         ext = CUDAExtension(
             "mtlkit._C",
