@@ -12,7 +12,7 @@ DEMO_OUT ?= runs/ablation
 STAMP := build/.installed
 install:
 	@if [ -f $(STAMP) ] && [ -z "$$(find setup.py pyproject.toml csrc -newer $(STAMP) -print -quit)" ] \
-	    && $(PYTHON) -c "import os, mtlkit, mtlkit._C; assert os.path.dirname(mtlkit.__file__) == os.path.abspath('mtlkit')" 2>/dev/null; \
+	    && $(PYTHON) -c "import os, torch, mtlkit, mtlkit._C; assert os.path.dirname(mtlkit.__file__) == os.path.abspath('mtlkit')" 2>/dev/null; \
 	then echo "mtlkit is installed from this checkout and up to date ('make reinstall' forces it)"; \
 	else $(MAKE) --no-print-directory reinstall; fi
 
