@@ -84,10 +84,14 @@ def run_one(config_path: str, overrides: Sequence[str], seed: int, iters: int | 
         with open(result_path, encoding="utf-8") as handle:
             return json.load(handle)
     cfg = load_config(config_path, list(overrides) + [f"train.seed={seed}"])
+    if (cfg.get("data") or {}).get("val") is None and (cfg.get("data") or {}).get("test") is None:
+        raise ConfigError(f"{config_path}: the ablation needs data.test or data.val to evaluate on")
     resume = os.path.isfile(os.path.join(run_dir, "last.pt"))
-    train(cfg, run_dir, iters=iters, resume=resume)
-    metrics = evaluate(_evaluation_config(cfg), os.path.join(run_dir, "last.pt"),
-                       out_dir=os.path.join(run_dir, "eval"))
+    # The trainer's final evaluation is on data.val; a test split is evaluated separately.
+    metrics = train(cfg, run_dir, iters=iters, resume=resume)
+    if (cfg.get("data") or {}).get("test") is not None:
+        metrics = evaluate(_evaluation_config(cfg), os.path.join(run_dir, "last.pt"),
+                           out_dir=os.path.join(run_dir, "eval_test"))
     result = {"config": config_path, "seed": seed, "metrics": metrics}
     with atomic_write(result_path, "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=2, default=float)
