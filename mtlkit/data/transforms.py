@@ -200,16 +200,23 @@ def crop(sample: Sample, left: int, top: int, right: int, bottom: int,
     for key in spatial_keys(sample):
         out[key] = sample[key][:, top:bottom, left:right]
     if "boxes" in sample:
-        boxes = sample["boxes"]
-        if keep is None:
-            keep = centres_inside(boxes, left, top, right, bottom)
-        shifted = boxes[keep] - torch.tensor([left, top, left, top], dtype=boxes.dtype)
-        shifted[:, 0::2] = shifted[:, 0::2].clamp(0, right - left)
-        shifted[:, 1::2] = shifted[:, 1::2].clamp(0, bottom - top)
-        out["boxes"] = shifted
-        if "labels" in sample:
-            out["labels"] = sample["labels"][keep]
+        _crop_boxes(out, sample, sample["boxes"], left, top, right, bottom, keep)
     return out
+
+
+def _crop_boxes(out: Sample, sample: Sample, boxes: torch.Tensor, left: float, top: float,
+                right: float, bottom: float, keep: Optional[torch.Tensor]) -> None:
+    """Into ``out``: ``boxes`` (N, 4), in the coordinates of the window's frame,
+    shifted to the window [left, right) x [top, bottom) and clipped to it; the
+    boxes kept (``keep``, default: centre inside) and their labels."""
+    if keep is None:
+        keep = centres_inside(boxes, left, top, right, bottom)
+    shifted = boxes[keep] - torch.tensor([left, top, left, top], dtype=boxes.dtype)
+    shifted[:, 0::2] = shifted[:, 0::2].clamp(0, right - left)
+    shifted[:, 1::2] = shifted[:, 1::2].clamp(0, bottom - top)
+    out["boxes"] = shifted
+    if "labels" in sample:
+        out["labels"] = sample["labels"][keep]
 
 
 def centres_inside(boxes: torch.Tensor, left: float, top: float, right: float, bottom: float) -> torch.Tensor:
@@ -395,15 +402,8 @@ def expand_crop(sample: Sample, top: int, left: int, window, fill: Sequence[floa
                 value[:, y1 - top:y2 - top, x1 - left:x2 - left]
         out[key] = canvas
     if "boxes" in sample:
-        boxes = sample["boxes"] + torch.tensor([left, top, left, top], dtype=sample["boxes"].dtype)
-        if keep is None:
-            keep = centres_inside(boxes, win_l, win_t, win_r, win_b)
-        shifted = boxes[keep] - torch.tensor([win_l, win_t, win_l, win_t], dtype=boxes.dtype)
-        shifted[:, 0::2] = shifted[:, 0::2].clamp(0, win_r - win_l)
-        shifted[:, 1::2] = shifted[:, 1::2].clamp(0, win_b - win_t)
-        out["boxes"] = shifted
-        if "labels" in sample:
-            out["labels"] = sample["labels"][keep]
+        canvas_boxes = sample["boxes"] + torch.tensor([left, top, left, top], dtype=sample["boxes"].dtype)
+        _crop_boxes(out, sample, canvas_boxes, win_l, win_t, win_r, win_b, keep)
     return out
 
 
