@@ -186,7 +186,8 @@ _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a 
                list: "a list", dict: "a mapping"}
 
 
-def _expected(default: Any) -> Optional[type]:
+def expected_type(default: Any) -> Optional[type]:
+    """The type a config value must have, read off its default (None: any)."""
     if default is None:
         return None
     if isinstance(default, bool):
@@ -204,7 +205,8 @@ def _expected(default: Any) -> Optional[type]:
     return type(default)
 
 
-def _type_ok(value: Any, expected: Optional[type]) -> bool:
+def type_ok(value: Any, expected: Optional[type]) -> bool:
+    """The project-wide rule: int is a float, bool is not an int, list/tuple alike."""
     if expected is None or value is None:
         return True  # None means "not set / use the default behaviour"
     if expected is bool:
@@ -238,8 +240,8 @@ def check_options(
                 f"valid keys of '{where or 'config'}': {', '.join(sorted(map(str, defaults))) or 'none'}"
             )
         default = defaults[key]
-        expected = _expected(default)
-        if not _type_ok(value, expected):
+        expected = expected_type(default)
+        if not type_ok(value, expected):
             raise ConfigError(
                 f"{path}: expected {_TYPE_NAMES.get(expected, expected.__name__)}, "
                 f"got {_describe(value)}"
@@ -260,7 +262,7 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}" if not isinstance(value, Mapping) else "a mapping"
 
 
-def _component(spec: Any, where: str, name_key: str = "name") -> Dict[str, Any]:
+def component(spec: Any, where: str, name_key: str = "name") -> Dict[str, Any]:
     """Normalise ``"residual"`` / ``{"name": "residual", ...}`` to a dict."""
     if isinstance(spec, str):
         return {name_key: spec}
@@ -282,7 +284,7 @@ def _lookup(kind: str, name: str, where: str) -> Any:
 
 
 def _check_component(spec: Any, kind: str, where: str, name_key: str = "name") -> Dict[str, Any]:
-    spec = _component(spec, where, name_key)
+    spec = component(spec, where, name_key)
     obj = _lookup(kind, spec[name_key], f"{where}.{name_key}" if name_key != "name" else where)
     defaults = dict(getattr(obj, "defaults", None) or {})
     options = {k: v for k, v in spec.items() if k != name_key}

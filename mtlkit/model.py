@@ -29,11 +29,11 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from mtlkit.config import check_options
 from mtlkit.errors import ConfigError
 from mtlkit.registry import did_you_mean, get_registry
 from mtlkit.task import COMMON_DEFAULTS, PRIMARY, AuxiliaryTask, Task
 
-MODEL_KEYS = ("backbone", "fusion", "block", "tasks", "weighting")
 
 
 class MultiTaskModel(nn.Module):
@@ -115,37 +115,10 @@ class MultiTaskModel(nn.Module):
 
 def _component(value: Any, where: str) -> Tuple[str, Dict[str, Any]]:
     """``"name"`` or ``{name: ..., <options>}`` -> (name, options)."""
-    if isinstance(value, str):
-        return value, {}
-    if isinstance(value, Mapping) and isinstance(value.get("name"), str):
-        options = dict(value)
-        return options.pop("name"), options
-    raise ConfigError(f"{where} must be a name or a mapping with a 'name' key, got {value!r}")
+    from mtlkit.config import component
 
-
-def _check_options(options: Mapping[str, Any], defaults: Mapping[str, Any], where: str) -> None:
-    """Unknown options and values of the wrong type -> ConfigError (the project rule:
-    int accepted for float, None default accepts anything, list/tuple interchangeable)."""
-    for key, value in options.items():
-        if key not in defaults:
-            raise ConfigError(f"{where}: unknown option '{key}'{did_you_mean(key, defaults)}; "
-                              f"known options: {', '.join(sorted(defaults)) or 'none'}")
-        default = defaults[key]
-        if default is None:
-            continue
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, (list, tuple)):
-            ok = isinstance(value, (list, tuple))
-        elif isinstance(default, float):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, type(default))
-        if not ok:
-            raise ConfigError(f"{where}: option '{key}' must be of the type of its default "
-                              f"{default!r}, got {value!r}")
+    options = component(value, where)
+    return options.pop("name"), options
 
 
 def _split_config(cfg: Any) -> Tuple[Dict[str, Any], Dict[str, Any], Optional[Tuple[int, int]]]:
@@ -189,7 +162,7 @@ def build_tasks(tasks_cfg: Any, eval_cfg: Optional[Mapping[str, Any]] = None,
         if not isinstance(cls, type) or not issubclass(cls, Task):
             raise ConfigError(f"{where}: task '{name}' is not an mtlkit.task.Task subclass")
         defaults = {**COMMON_DEFAULTS, **getattr(cls, "defaults", {})}
-        _check_options(options, defaults, where)
+        check_options(options, defaults, where, getattr(cls, "choices", None))
         if cls.role == PRIMARY and eval_cfg:
             options.update({k: v for k, v in eval_cfg.items() if k in defaults})
         built[name] = cls(name, options)
@@ -212,18 +185,13 @@ def build_model(cfg: Any, image_size: Optional[Sequence[int]] = None) -> MultiTa
 
     model_cfg, eval_cfg, cfg_size = _split_config(cfg)
     size = tuple(int(s) for s in image_size) if image_size is not None else cfg_size
-    for key in model_cfg:
-        if key not in MODEL_KEYS:
-            raise ConfigError(f"model: unknown key '{key}'{did_you_mean(key, MODEL_KEYS)}; "
-                              f"known keys: {', '.join(MODEL_KEYS)}")
+    # _split_config validated the section (keys, plugin names, every option).
     registry = get_registry()
 
     if "backbone" not in model_cfg:
         raise ConfigError("model.backbone: missing (e.g. backbone: resnet_small)")
     bb_name, bb_options = _component(model_cfg["backbone"], "model.backbone")
     bb_cls = registry.get("backbone", bb_name)
-    if getattr(bb_cls, "defaults", None) is not None:
-        _check_options(bb_options, bb_cls.defaults, f"model.backbone ({bb_name})")
     backbone = bb_cls(**bb_options)
 
     tasks, primary = build_tasks(model_cfg.get("tasks"), eval_cfg, registry)
@@ -232,9 +200,7 @@ def build_model(cfg: Any, image_size: Optional[Sequence[int]] = None) -> MultiTa
     block = None
     fusion_name, fusion_options = _component(model_cfg.get("fusion", "residual"), "model.fusion")
     fusion_cls = registry.get("fusion", fusion_name)
-    _check_options(fusion_options, getattr(fusion_cls, "defaults", {}), f"model.fusion ({fusion_name})")
     block_options = dict(model_cfg.get("block") or {})
-    _check_options(block_options, RockBlock.defaults, "model.block")
     if aux:
         not_aux = [n for n, t in aux.items() if not isinstance(t, AuxiliaryTask)]
         if not_aux:
@@ -247,7 +213,6 @@ def build_model(cfg: Any, image_size: Optional[Sequence[int]] = None) -> MultiTa
 
     w_name, w_options = _component(model_cfg.get("weighting", "fixed"), "model.weighting")
     w_cls = registry.get("weighting", w_name)
-    _check_options(w_options, getattr(w_cls, "defaults", {}), f"model.weighting ({w_name})")
     weighting = w_cls(tasks, **w_options)
 
     return MultiTaskModel(backbone, tasks, primary, head, block, weighting, config=model_cfg)

@@ -11,22 +11,13 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping
 
+from mtlkit.config import expected_type, type_ok
 from mtlkit.errors import ConfigError
 from mtlkit.registry import did_you_mean
 
 
 def _type_ok(value: Any, default: Any) -> bool:
-    if default is None:
-        return True
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, (list, tuple)):
-        return isinstance(value, (list, tuple))
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, type(default))
+    return type_ok(value, expected_type(default))
 
 
 def _type_name(default: Any) -> str:
