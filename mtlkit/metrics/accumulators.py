@@ -12,7 +12,7 @@ values; it never raises.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -33,6 +33,18 @@ def _has(batch: Dict[str, Any], task: str, size: int) -> np.ndarray:
     if len(h) != size:
         raise ValueError(f"batch['has'][{task!r}] has {len(h)} entries for a batch of {size}")
     return h
+
+
+def _dense_inputs(prediction: Any, batch: Dict[str, Any], task: str, key: str
+                  ) -> Optional[Tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
+    """(prediction, GT on its device, has) of a dense task, or None when no
+    sample of the batch carries the task's label."""
+    pred = torch.as_tensor(prediction)
+    gt = torch.as_tensor(batch[key], device=pred.device)
+    has = _has(batch, task, pred.shape[0])
+    if not has.any():
+        return None
+    return pred, gt, has
 
 
 def _pixel_mask(batch: Dict[str, Any], mask_key: str, has: np.ndarray, like: torch.Tensor) -> torch.Tensor:
@@ -235,11 +247,10 @@ class DepthMetric:
         self.stats = np.zeros(len(dense.DEPTH_FIELDS), dtype=np.float64)
 
     def update(self, prediction: torch.Tensor, batch: Dict[str, Any]) -> None:
-        pred = torch.as_tensor(prediction)
-        gt = torch.as_tensor(batch[self.key], device=pred.device)
-        has = _has(batch, self.task, pred.shape[0])
-        if not has.any():
+        inputs = _dense_inputs(prediction, batch, self.task, self.key)
+        if inputs is None:
             return
+        pred, gt, has = inputs
         mask = _pixel_mask(batch, f"{self.key}_mask", has, gt)
         self.stats += dense.depth_stats(pred, gt, mask, self.min_depth, self.max_depth)
 
@@ -270,11 +281,10 @@ class NormalsMetric:
         self.hist = np.zeros(dense.HIST_BINS, dtype=np.int64)
 
     def update(self, prediction: torch.Tensor, batch: Dict[str, Any]) -> None:
-        pred = torch.as_tensor(prediction)
-        gt = torch.as_tensor(batch[self.key], device=pred.device)
-        has = _has(batch, self.task, pred.shape[0])
-        if not has.any():
+        inputs = _dense_inputs(prediction, batch, self.task, self.key)
+        if inputs is None:
             return
+        pred, gt, has = inputs
         mask = _pixel_mask(batch, f"{self.key}_mask", has, gt[:, :1])
         angles = dense.normal_angles(pred, gt, mask)
         self.stats += dense.normals_stats(angles)
