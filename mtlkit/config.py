@@ -24,7 +24,9 @@ residual``) and are normalised to ``{"name": "residual"}``; a task set to
 from __future__ import annotations
 
 import copy
+import math
 import os
+import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
@@ -44,6 +46,7 @@ TOP_LEVEL_KEYS = ("name", "description", "model", "data", "train", "eval")
 MODEL_COMPONENTS = {"backbone": "backbone", "fusion": "fusion", "weighting": "weighting"}
 
 DATA_SPLITS = ("train", "val", "test")
+DATA_RANGES = {"batch_size": ">= 1", "num_workers": ">= 0"}
 DATA_DEFAULTS: Dict[str, Any] = {
     "train": None,
     "val": None,
@@ -58,14 +61,38 @@ DATA_DEFAULTS: Dict[str, Any] = {
 # ----------------------------------------------------------------------------
 # loading
 # ----------------------------------------------------------------------------
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that reads ``1e-3`` / ``5E4`` / ``+1e-3`` as numbers.
+
+    YAML 1.1 (PyYAML) only resolves exponents written with a dot and a sign
+    (``1.0e-3``), so ``lr: 1e-3`` would be the string ``'1e-3'``: every user
+    means the number (YAML 1.2 and JSON read it so)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+
+                    |[-+]?\.[0-9_]+[eE][-+]?[0-9]+)$""", re.X),
+    list("-+0123456789."))
+
+
+def yaml_load(text: Any) -> Any:
+    """``yaml.safe_load`` with the numbers rule of :class:`_Loader`."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml(path: PathLike) -> Dict[str, Any]:
-    """Read one YAML mapping with ``yaml.safe_load``; clear errors otherwise."""
+    """Read one YAML mapping (safe loader); clear errors otherwise."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ConfigError(f"{path} is a directory, expected a config YAML file")
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     try:
         with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
+            data = yaml_load(handle)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text (UTF-8) YAML file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -78,11 +105,26 @@ def read_yaml(path: PathLike) -> Dict[str, Any]:
     return data
 
 
+#: keys that select which plugin a section configures: a section of another
+#: plugin than its base's replaces the base's section instead of merging with it
+SELECTOR_KEYS = ("type", "name")
+
+
+def _switches_plugin(base: Mapping[str, Any], top: Mapping[str, Any]) -> bool:
+    return any(k in top and k in base and top[k] != base[k] for k in SELECTOR_KEYS)
+
+
 def merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> Dict[str, Any]:
-    """Recursive merge: dicts merge key by key, anything else in ``top`` replaces."""
+    """Recursive merge: dicts merge key by key, anything else in ``top`` replaces.
+
+    A dict of ``top`` that selects another plugin than the base's (its
+    ``type`` or ``name`` differs, e.g. ``data.train: {type: coco, ...}`` over a
+    synthetic base) replaces the base's dict: the base's options belong to the
+    other plugin."""
     out = copy.deepcopy(dict(base))
     for key, value in top.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) \
+                and not _switches_plugin(out[key], value):
             out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -119,7 +161,7 @@ def parse_override(text: str) -> Tuple[List[str], Any]:
     if not key.strip() or any(not p for p in parts):
         raise ConfigError(f"override {text!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return parts, value
@@ -241,6 +283,11 @@ def check_options(
             )
         default = defaults[key]
         expected = expected_type(default)
+        coerced = _coerce_number(value, expected)
+        if coerced is not value and isinstance(options, dict):
+            options[key] = value = coerced
+        if isinstance(value, float) and math.isnan(value):
+            raise ConfigError(f"{path}: expected a number, got NaN")
         if not type_ok(value, expected):
             raise ConfigError(
                 f"{path}: expected {_TYPE_NAMES.get(expected, expected.__name__)}, "
@@ -256,6 +303,51 @@ def check_options(
             sub_choices = {k[len(key) + 1:]: v for k, v in (choices or {}).items()
                            if k.startswith(f"{key}.")}
             check_options(value, default, path, sub_choices)
+
+
+_RANGE = re.compile(r"^\s*(?:(>=|>|<=|<)\s*(\S+)|([\[(])\s*(\S+)\s*,\s*(\S+)\s*([\])]))\s*$")
+
+
+def in_range(value: Any, spec: str) -> bool:
+    """Whether the number ``value`` satisfies ``spec`` (">= 0", "> 0", "[0, 1]", "[0, 1)")."""
+    m = _RANGE.match(spec)
+    if m is None:
+        raise ValueError(f"bad range spec {spec!r}")
+    v = float(value)
+    if math.isnan(v):
+        return False
+    if m.group(1):
+        bound = float(m.group(2))
+        return {">=": v >= bound, ">": v > bound, "<=": v <= bound, "<": v < bound}[m.group(1)]
+    lo, hi = float(m.group(4)), float(m.group(5))
+    return ((v >= lo) if m.group(3) == "[" else (v > lo)) and ((v <= hi) if m.group(6) == "]" else (v < hi))
+
+
+def _range_text(spec: str) -> str:
+    m = _RANGE.match(spec)
+    if m.group(1):
+        return f"a number {m.group(1)} {m.group(2)}"
+    return f"a number in {m.group(3)}{m.group(4)}, {m.group(5)}{m.group(6)}"
+
+
+def check_ranges(section: Optional[Mapping[str, Any]], ranges: Mapping[str, str], where: str) -> None:
+    """Check the numbers of ``section`` at the dotted paths of ``ranges``
+    (a list value element by element; missing / None values are skipped)."""
+    for path, spec in ranges.items():
+        value = get(section or {}, path)
+        if value is None or isinstance(value, bool):
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not in_range(v, spec):
+                raise ConfigError(f"{where}.{path}: expected {_range_text(spec)}, got {value!r}")
+
+
+def _coerce_number(value: Any, expected: Optional[type]) -> Any:
+    """A float written for an int field as ``1e3`` (integral) -> int; else unchanged."""
+    if expected is int and isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _describe(value: Any) -> str:
@@ -308,8 +400,10 @@ def _optional_defaults(module: str, attr: str) -> Optional[Any]:
 def validate_config(cfg: Mapping[str, Any]) -> Dict[str, Any]:
     """Validate a merged config and return its normalised copy; raises
     :class:`ConfigError` on the first problem."""
-    from mtlkit.task import COMMON_DEFAULTS
+    from mtlkit.task import COMMON_DEFAULTS, PRIMARY
 
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"config: expected a mapping, got {_describe(cfg)}")
     cfg = copy.deepcopy(dict(cfg))
     check_options({k: None for k in cfg}, dict.fromkeys(TOP_LEVEL_KEYS), "")
 
@@ -337,7 +431,10 @@ def validate_config(cfg: Mapping[str, Any]) -> Dict[str, Any]:
                 options = {}
             task_cls = _lookup("task", name, f"model.tasks.{name}")
             defaults = {**COMMON_DEFAULTS, **(getattr(task_cls, "defaults", None) or {})}
+            if isinstance(options, dict) and getattr(task_cls, "role", None) == PRIMARY:
+                _refuse_postprocess_options(options, name)
             check_options(options, defaults, f"model.tasks.{name}", getattr(task_cls, "choices", None))
+            check_ranges(options, {"num_classes": ">= 1"}, f"model.tasks.{name}")
             kept[name] = dict(options)
         model["tasks"] = kept
 
@@ -347,14 +444,19 @@ def validate_config(cfg: Mapping[str, Any]) -> Dict[str, Any]:
         data_defaults = dict(DATA_DEFAULTS)
         if augment_defaults is not None:
             data_defaults["augment"] = augment_defaults
-        check_options({k: v for k, v in data.items() if k not in DATA_SPLITS},
-                      {k: v for k, v in data_defaults.items() if k not in DATA_SPLITS}, "data")
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"data: expected a mapping, got {_describe(data)}")
+        # The splits are checked by their dataset plugin below; here only their names.
+        check_options({k: (None if k in DATA_SPLITS else v) for k, v in data.items()},
+                      {k: (None if k in DATA_SPLITS else v) for k, v in data_defaults.items()}, "data")
         for split in DATA_SPLITS:
             if data.get(split) is not None:
                 data[split] = _check_component(data[split], "dataset", f"data.{split}", "type")
         size = data.get("image_size")
-        if size is not None and (len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size)):
+        if size is not None and (len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                           and s > 0 for s in size)):
             raise ConfigError(f"data.image_size: expected [height, width] positive integers, got {size!r}")
+        check_ranges(data, DATA_RANGES, "data")
 
     for section, attr in (("train", "TRAIN_DEFAULTS"), ("eval", "EVAL_DEFAULTS")):
         if cfg.get(section) is None:
@@ -364,7 +466,20 @@ def validate_config(cfg: Mapping[str, Any]) -> Dict[str, Any]:
             continue
         choices = _optional_defaults("mtlkit.engine.schema", attr.replace("DEFAULTS", "CHOICES"))
         check_options(cfg[section], defaults, section, choices)
+        ranges = _optional_defaults("mtlkit.engine.schema", attr.replace("DEFAULTS", "RANGES"))
+        check_ranges(cfg[section], ranges or {}, section)
     return cfg
+
+
+def _refuse_postprocess_options(options: Mapping[str, Any], task: str) -> None:
+    """The detection post-processing options have one home, the ``eval``
+    section (which always sets them: a copy in the primary task's section
+    would be silently replaced)."""
+    keys = _optional_defaults("mtlkit.engine.schema", "POSTPROCESS_KEYS") or ()
+    for key in options:
+        if key in keys:
+            raise ConfigError(f"model.tasks.{task}.{key}: post-processing options are set in the eval "
+                              f"section only; write eval.{key} instead")
 
 
 def get(cfg: Mapping[str, Any], dotted: str, default: Any = None) -> Any:

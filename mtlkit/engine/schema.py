@@ -24,6 +24,8 @@ TRAIN_DEFAULTS: Dict[str, Any] = {
         "weight_decay": 5e-4,
         "betas": [0.9, 0.999],    # adam / adamw
         "eps": 1e-8,              # adam / adamw
+        "fused": None,            # adam / adamw: one fused kernel for all parameters
+                                  # (null: on when every parameter is on a CPU or CUDA device)
         "no_decay_norm_bias": False,  # no weight decay on biases and norm layers
     },
     "schedule": {
@@ -35,8 +37,9 @@ TRAIN_DEFAULTS: Dict[str, Any] = {
         "warmup_factor": 0.001,
     },
     "clip_grad_norm": 0.0,        # 0 = no clipping
-    "amp": False,                 # mixed precision (CUDA only; ignored with a note on CPU)
-    "amp_dtype": "bfloat16",      # bfloat16 | float16 (float16 uses a GradScaler)
+    "amp": False,                 # autocast: on CUDA in amp_dtype, on CPU in bfloat16
+    "amp_dtype": "bfloat16",      # bfloat16 | float16 (float16: CUDA only, with a GradScaler)
+    "channels_last": False,       # NHWC weights and inputs (faster convolutions on CPU)
     "ema": {"enabled": False, "decay": 0.9998, "warmup": True, "evaluate": True},
     "eval_every": 0,              # iterations between evaluations on data.val (0: at the end only)
     "eval_at_end": True,
@@ -77,3 +80,39 @@ EVAL_DEFAULTS: Dict[str, Any] = {
 EVAL_CHOICES: Dict[str, List[Any]] = {
     "split": ["train", "val", "test"],
 }
+
+# Ranges checked by validation (``mtlkit.config.check_ranges``): ">= 0",
+# "> 0", "[0, 1]" (inclusive), "[0, 1)" ... A list value has each element checked.
+TRAIN_RANGES: Dict[str, str] = {
+    "iters": ">= 0",
+    "accumulate": ">= 1",
+    "optimizer.lr": ">= 0",
+    "optimizer.momentum": "[0, 1]",
+    "optimizer.weight_decay": ">= 0",
+    "optimizer.betas": "[0, 1)",
+    "optimizer.eps": "> 0",
+    "schedule.milestones": ">= 0",
+    "schedule.gamma": "> 0",
+    "schedule.min_lr_factor": ">= 0",
+    "schedule.warmup_iters": ">= 0",
+    "schedule.warmup_factor": ">= 0",
+    "clip_grad_norm": ">= 0",
+    "ema.decay": "[0, 1]",
+    "eval_every": ">= 0",
+    "checkpoint_every": ">= 0",
+    "log_every": ">= 0",
+    "num_threads": ">= 0",
+}
+
+EVAL_RANGES: Dict[str, str] = {
+    "score_threshold": "[0, 1]",
+    "iou_threshold": "[0, 1]",
+    "top_k": ">= 1",
+    "max_detections": ">= 1",
+    "batch_size": ">= 1",
+    "num_workers": ">= 0",
+}
+
+#: the eval keys that are the detection post-processing options: their one
+#: home is the ``eval`` section (the primary task's copies are refused)
+POSTPROCESS_KEYS = ("score_threshold", "iou_threshold", "top_k", "max_detections")
