@@ -97,6 +97,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # The environment, not a bug: a path that cannot be read or written
+        # (permissions, a file where a folder is expected, a full disk).
+        if debug:
+            traceback.print_exc()
+        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f)
+        print(f"error: {where + ': ' if where else ''}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

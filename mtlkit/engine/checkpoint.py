@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -69,18 +69,97 @@ def save_checkpoint(state: Mapping[str, Any], path: str) -> None:
 
 
 def load_checkpoint(path: str, map_location: Any = "cpu") -> Dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; clear errors for a missing
-    or unreadable file."""
+    """Load a checkpoint with ``weights_only=True``; one clear line for a
+    missing, empty, foreign or unreadable file."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise DataError(f"checkpoint {path} is a directory, expected a file such as OUT/last.pt")
     if not os.path.isfile(path):
         raise DataError(f"checkpoint not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path} is not a checkpoint: the file is empty (0 bytes)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling problem is a bad file
-        raise DataError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise DataError(f"{path} is not an mtlkit checkpoint (no 'model' entry)")
+        raise DataError(f"cannot read checkpoint {path}: not a checkpoint ({_load_reason(exc)})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), Mapping):
+        raise DataError(f"{path} is not an mtlkit checkpoint (no 'model' state dict)")
     return ckpt
+
+
+def _load_reason(exc: BaseException) -> str:
+    """What ``torch.load(weights_only=True)`` found wrong, without its advice
+    to load with ``weights_only=False`` (which would run the file's code)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        detail = next((line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()), "")
+        if "global" in detail.lower():
+            return (f"it holds other objects than tensors and plain Python types, refused unloaded: "
+                    f"{detail}")
+        return f"not a PyTorch file of tensors and plain Python types: {detail or 'unreadable'}"
+    return _first_line(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (torch's unpickling errors span many lines)."""
+    text = str(exc).strip().splitlines()
+    first = next((line.strip() for line in text if line.strip()), "")
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def non_finite(state: Mapping[str, Any]) -> Dict[str, str]:
+    """The floating tensors of a state dict holding NaN or inf: name -> "NaN" / "inf" / "NaN, inf"."""
+    bad: Dict[str, str] = {}
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel() \
+                and value.device.type != "meta" and not bool(torch.isfinite(value).all()):
+            kinds = [k for k, hit in (("NaN", bool(torch.isnan(value).any())),
+                                      ("inf", bool(torch.isinf(value).any()))) if hit]
+            bad[str(name)] = ", ".join(kinds)
+    return bad
+
+
+def describe_names(names: Sequence[str], limit: int = 3) -> str:
+    """'a, b, c and 4 more' (the first ``limit`` names, then how many others)."""
+    names = list(names)
+    shown = ", ".join(f"'{n}'" for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_finite_state(state: Mapping[str, Any], what: str) -> None:
+    """Refuse weights holding NaN / inf: ``what`` names them in the message."""
+    bad = non_finite(state)
+    if bad:
+        total = sum(1 for v in state.values() if isinstance(v, torch.Tensor) and v.is_floating_point())
+        raise DataError(f"{what} hold non-finite values (NaN or inf) in {len(bad)} of {total} tensors "
+                        f"({describe_names(sorted(bad))}): not usable weights")
+
+
+def load_model_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: str) -> None:
+    """``model.load_state_dict(state)`` with one line naming the missing /
+    unexpected keys and the shape mismatches (a few, and how many more)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k, v in state.items() if k in own and isinstance(v, torch.Tensor)
+                  and tuple(v.shape) != tuple(own[k].shape)]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s): {describe_names(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s): {describe_names(unexpected)}")
+        if mismatched:
+            first = mismatched[0]
+            parts.append(f"{len(mismatched)} of another shape: {describe_names(mismatched)} (e.g. '{first}' "
+                         f"{tuple(state[first].shape)} in the checkpoint, {tuple(own[first].shape)} in the model)")
+        raise DataError(f"checkpoint {path} does not fit the config's model (was it trained with another "
+                        f"config?): " + "; ".join(parts))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise DataError(f"checkpoint {path} does not fit the config's model: {_first_line(exc)}") from None
 
 
 def model_state(ckpt: Mapping[str, Any], use_ema: Optional[bool] = None) -> Dict[str, torch.Tensor]:

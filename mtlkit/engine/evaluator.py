@@ -181,21 +181,16 @@ def build_eval_model(cfg: Mapping[str, Any], checkpoint: Optional[str], device: 
     """The config's model with a checkpoint's weights (EMA ones when present),
     in eval mode on ``device``; returns ``(model, checkpoint meta)``."""
     from mtlkit import build_model
-    from mtlkit.engine.checkpoint import load_checkpoint, model_state, strip_ddp_prefix
-    from mtlkit.errors import DataError
+    from mtlkit.engine.checkpoint import (check_finite_state, load_checkpoint, load_model_state,
+                                          model_state, strip_ddp_prefix)
 
     model = build_model(cfg)
     meta: Dict[str, Any] = {}
     if checkpoint is not None:
         ckpt = load_checkpoint(checkpoint)
         state = strip_ddp_prefix(model_state(ckpt, use_ema))
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()
-            raise DataError(f"checkpoint {checkpoint} does not fit the config's model "
-                            f"(was it trained with another config?): {first[0] if first else exc}"
-                            ) from None
+        check_finite_state(state, f"the weights of checkpoint {checkpoint}")
+        load_model_state(model, state, checkpoint)
         meta = dict(ckpt.get("meta") or {})
         meta["iteration"] = int(ckpt.get("iteration", 0))
     return model.to(device).eval(), meta
@@ -237,8 +232,15 @@ def evaluate(cfg: Any, checkpoint: Optional[str], out_dir: Optional[str] = None,
         if collate_fn is None:
             from mtlkit.data import collate as collate_fn
         meta: Dict[str, Any] = {}
+        if out_dir is not None:
+            from mtlkit.utils.io import check_out_dir
+
+            check_out_dir(out_dir)
         if model is None:
             model, meta = build_eval_model(cfg, checkpoint, device, use_ema)
+            from mtlkit.engine.checks import check_classes
+
+            check_classes(model, dataset, None, meta.get("classes"), split=split)
         else:
             model = model.to(device).eval()
         amp = None

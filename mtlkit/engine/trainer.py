@@ -34,11 +34,16 @@ from torch import nn
 
 from mtlkit.engine import dist
 from mtlkit.engine.checkpoint import (
+    check_finite_state,
+    describe_names,
     load_checkpoint,
+    load_model_state,
+    non_finite,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
+from mtlkit.engine.checks import check_classes, check_resume_config
 from mtlkit.engine.data import ShardedBatches, TrainStream
 from mtlkit.engine.ema import ModelEMA
 from mtlkit.engine.evaluator import evaluate_model, move_to, per_class_ap
@@ -46,6 +51,7 @@ from mtlkit.engine.logger import RunLogger, fmt, progress_bar, write_json
 from mtlkit.engine.optim import LRSchedule, build_optimizer
 from mtlkit.engine.schema import EVAL_DEFAULTS, TRAIN_DEFAULTS
 from mtlkit.errors import ConfigError, MtlkitError
+from mtlkit.utils.io import check_out_dir, make_out_dir
 
 CHECKPOINT_NAME = "last.pt"
 
@@ -265,24 +271,14 @@ class Trainer:
         elif device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
-        ckpt = None
-        if os.path.isfile(self.checkpoint_path):
-            if not self.resume:
-                raise RunExists(f"{self.out_dir} already holds a run ({CHECKPOINT_NAME}); pass --resume "
-                                "to continue it, or choose another --out")
-            ckpt = load_checkpoint(self.checkpoint_path)
-        elif self.resume:
-            self._note(f"--resume: no checkpoint in {self.out_dir}, starting from scratch")
-        if main:
-            os.makedirs(self.out_dir, exist_ok=True)
-            from mtlkit.config import save_config
-
-            save_config(cfg, os.path.join(self.out_dir, "config.yaml"))
+        ckpt = self._check_run_dir()
 
         seed_everything(seed)
         self._datasets()
         model = self._build_model().to(device)
         core = model
+        # Everything is checked (config, data, model, checkpoint): only now is --out written.
+        self._start_run_dir(core, ckpt)
         if world > 1 and tc["sync_bn"]:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             core = model
@@ -296,7 +292,7 @@ class Trainer:
         sampler = ShardedBatches(len(self._train_dataset), batch_size, world, rank, seed)
         start_iter, epoch, batch_pos = 0, 0, 0
         if ckpt is not None:
-            core.load_state_dict(ckpt["model"])
+            load_model_state(core, ckpt["model"], self.checkpoint_path)
             optimizer.load_state_dict(ckpt["optimizer"])
             schedule.load_state_dict(ckpt.get("scheduler") or {})
             if scaler is not None and ckpt.get("scaler"):
@@ -481,7 +477,53 @@ class Trainer:
             },
         }
 
+    def _check_run_dir(self) -> Optional[Dict[str, Any]]:
+        """Before anything is written: ``--out`` usable, an existing run only
+        with ``resume`` and the same config; returns the checkpoint to resume."""
+        check_out_dir(self.out_dir)
+        metrics_path = os.path.join(self.out_dir, "metrics.jsonl")
+        if os.path.isfile(self.checkpoint_path):
+            if not self.resume:
+                raise RunExists(f"{self.out_dir} already holds a run ({CHECKPOINT_NAME}); pass --resume "
+                                "to continue it, or choose another --out")
+            ckpt = load_checkpoint(self.checkpoint_path)
+            check_finite_state(ckpt["model"], f"the weights of {self.checkpoint_path}")
+            check_resume_config(ckpt, self.cfg, self.checkpoint_path)
+            return ckpt
+        if os.path.isfile(metrics_path) and not self.resume:
+            raise RunExists(f"{self.out_dir} holds the metrics.jsonl of a run stopped before its first "
+                            f"checkpoint; pass --resume to start it over, or choose another --out")
+        if self.resume:
+            self._note(f"--resume: no checkpoint in {self.out_dir}, starting from scratch")
+        return None
+
+    def _start_run_dir(self, core: nn.Module, ckpt: Optional[Mapping[str, Any]]) -> None:
+        """Check the data's classes against the model's (and the checkpoint's),
+        then create ``--out`` and write ``config.yaml``."""
+        check_classes(core, self._train_dataset, self._val_dataset,
+                      (ckpt.get("meta") or {}).get("classes") if ckpt is not None else None)
+        if not dist.is_main():
+            return
+        make_out_dir(self.out_dir)
+        if ckpt is None:
+            # a run killed before its first checkpoint: start its records over
+            RunLogger.truncate(self.out_dir, 0)
+        from mtlkit.config import save_config
+
+        save_config(self.cfg, os.path.join(self.out_dir, "config.yaml"))
+
     def _save(self, iteration: int) -> None:
+        bad = non_finite(self._ctx["core"].state_dict())
+        if self._ctx["ema"] is not None:
+            bad.update({f"ema.{k}": v for k, v in non_finite(self._ctx["ema"].state).items()})
+        if bad:
+            self._ctx["logger"].log({"event": "diverged", "iter": iteration, "non_finite": sorted(bad)})
+            kept = (f"the last good checkpoint is {self.checkpoint_path} (iteration {self.last_saved_iter})"
+                    if self.last_saved_iter >= 0 else "no checkpoint was written")
+            raise TrainingDiverged(
+                f"training diverged at iteration {iteration}: the weights hold NaN or inf in {len(bad)} "
+                f"tensor(s) ({describe_names(sorted(bad))}) although the loss was finite; not saved, "
+                f"{kept}. Lower train.optimizer.lr, add warm-up or train.clip_grad_norm.")
         state = self._state(iteration)  # collective (RNG gather): every rank
         if dist.is_main():
             save_checkpoint(state, self.checkpoint_path)

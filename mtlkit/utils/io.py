@@ -40,3 +40,37 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: str | None = None) -
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def check_out_dir(path: PathLike, what: str = "--out") -> None:
+    """Refuse an output folder that cannot be one, before anything is written:
+    an existing file, a folder that cannot be written, or a path below a file."""
+    from mtlkit.errors import MtlkitError
+
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise MtlkitError(f"{what} {path} is an existing file, expected a folder")
+    if os.path.isdir(path):
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise MtlkitError(f"{what} {path}: the folder is not writable (permission denied)")
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise MtlkitError(f"{what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise MtlkitError(f"{what} {path}: cannot create it, {parent} is not writable (permission denied)")
+
+
+def make_out_dir(path: PathLike, what: str = "--out") -> str:
+    """``os.makedirs(path, exist_ok=True)`` with one clear line on failure."""
+    from mtlkit.errors import MtlkitError
+
+    path = os.fspath(path)
+    check_out_dir(path, what)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise MtlkitError(f"{what} {path}: cannot create the folder ({exc.strerror or exc})") from None
+    return path

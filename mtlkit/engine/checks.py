@@ -1,0 +1,132 @@
+"""Checks done before a run writes anything: the run directory, a resumed
+run's config against its checkpoint's, the data's classes against the model's.
+
+Every failure is a :class:`mtlkit.errors.MtlkitError` (``ConfigError`` /
+``DataError``) whose one line names the path, key or class at fault.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from mtlkit.errors import ConfigError, DataError
+
+#: config keys a resumed run may change: how long it runs, how often it logs /
+#: evaluates / checkpoints, how it reports, how fast it loads data, and the
+#: evaluation settings. Any other difference is refused (the checkpoint's
+#: optimiser, schedule, model and data would not match what config.yaml records).
+RESUMABLE_CHANGES: Tuple[str, ...] = (
+    "name", "description",
+    "train.iters", "train.checkpoint_every", "train.eval_every", "train.eval_at_end",
+    "train.log_every", "train.progress", "train.tensorboard", "train.plots", "train.num_threads",
+    "train.device",
+    "data.num_workers",
+    "eval",
+)
+
+
+def flatten(cfg: Any, prefix: str = "") -> Dict[str, Any]:
+    """Nested dict -> {"a.b.c": leaf}; lists and tuples are leaves (as lists)."""
+    if isinstance(cfg, Mapping):
+        out: Dict[str, Any] = {}
+        if not cfg and prefix:
+            out[prefix] = {}
+        for key, value in cfg.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(cfg, tuple):
+        cfg = list(cfg)
+    if isinstance(cfg, list):
+        cfg = [list(v) if isinstance(v, tuple) else v for v in cfg]
+    return {prefix: cfg}
+
+
+def _may_change(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in RESUMABLE_CHANGES)
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> List[Tuple[str, Any, Any]]:
+    """(key, old value, new value) for the keys that differ and may not change on resume."""
+    a, b = flatten(old), flatten(new)
+    missing = object()
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key, missing), b.get(key, missing)
+        if va == vb or _may_change(key):
+            continue
+        diffs.append((key, None if va is missing else va, None if vb is missing else vb))
+    return diffs
+
+
+def check_resume_config(ckpt: Mapping[str, Any], cfg: Mapping[str, Any], path: str) -> None:
+    """Refuse to resume ``path`` with a config other than the one it was
+    trained with (beyond :data:`RESUMABLE_CHANGES`), naming the keys."""
+    import yaml
+
+    text = (ckpt.get("meta") or {}).get("config")
+    if not isinstance(text, str):
+        return  # a checkpoint without its config: nothing to compare
+    try:
+        old = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return
+    if not isinstance(old, Mapping):
+        return
+    diffs = config_differences(old, cfg)
+    if diffs:
+        shown = "; ".join(f"{k}: {va!r} -> {vb!r}" for k, va, vb in diffs[:4])
+        more = f" and {len(diffs) - 4} more" if len(diffs) > 4 else ""
+        folder = os.path.dirname(os.path.abspath(path))
+        raise ConfigError(
+            f"--resume: the config differs from the one {path} was trained with: {shown}{more}; "
+            f"resume with the run's own {os.path.join(folder, 'config.yaml')} (changing only "
+            f"train.iters, the logging / checkpoint / evaluation settings or data.num_workers), "
+            f"or start a new run in another --out")
+
+
+def _classes_of(dataset: Any) -> Optional[List[str]]:
+    from mtlkit.engine.trainer import dataset_attr
+
+    classes = dataset_attr(dataset, "classes")
+    return [str(c) for c in classes] if classes is not None else None
+
+
+def _first_difference(a: Sequence[str], b: Sequence[str], a_name: str, b_name: str) -> str:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return f"label {i + 1} is '{x}' in the {a_name} and '{y}' in the {b_name}"
+    return f"{len(a)} classes in the {a_name}, {len(b)} in the {b_name}"
+
+
+def check_classes(model: Any, train_dataset: Any, val_dataset: Any = None,
+                  checkpoint_classes: Optional[Sequence[str]] = None, split: str = "train") -> None:
+    """The detection classes of the data agree with the model's: as many as
+    ``num_classes``, the same names in the same order as the task's
+    ``class_names`` (when set), the validation split's and the checkpoint's."""
+    primary = getattr(model, "primary", None)
+    task = getattr(model, "tasks", {}).get(primary) if primary else None
+    num_classes = getattr(task, "num_classes", None)
+    names = (getattr(task, "options", None) or {}).get("class_names")
+    where = f"model.tasks.{primary}"
+    datasets = [(split, train_dataset)] + ([("val", val_dataset)] if val_dataset is not None else [])
+    seen: Optional[Tuple[str, List[str]]] = None
+    for label, dataset in datasets:
+        classes = _classes_of(dataset)
+        if classes is None:
+            continue
+        if isinstance(num_classes, int) and len(classes) != num_classes:
+            raise ConfigError(f"{where}.num_classes is {num_classes} but the data of split '{label}' has "
+                              f"{len(classes)} classes ({', '.join(classes[:5])}"
+                              f"{', ...' if len(classes) > 5 else ''}): set num_classes: {len(classes)}")
+        if names is not None and [str(n) for n in names] != classes:
+            raise ConfigError(f"{where}.class_names do not match the classes of the data of split "
+                              f"'{label}' ({_first_difference([str(n) for n in names], classes, 'model', 'data')}); "
+                              f"list them in the data's order: {classes}")
+        if seen is not None and seen[1] != classes:
+            raise DataError(f"the classes of split '{label}' differ from those of split '{seen[0]}' "
+                            f"({_first_difference(seen[1], classes, f'split {seen[0]}', f'split {label}')})")
+        seen = seen or (label, classes)
+        if checkpoint_classes is not None and [str(c) for c in checkpoint_classes] != classes:
+            raise DataError(f"the checkpoint was trained on other classes than the data of split "
+                            f"'{label}' ({_first_difference([str(c) for c in checkpoint_classes], classes, 'checkpoint', 'data')})")
