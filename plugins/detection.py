@@ -13,9 +13,13 @@ import numpy as np
 import torch
 
 from mtlkit import hookimpl, ops
-from mtlkit.errors import ConfigError
+from mtlkit.errors import ConfigError, DataError
 from mtlkit.models.ssd import SSDHead, multibox_loss, normalised_targets
 from mtlkit.task import PRIMARY, Task
+
+
+class LabelError(DataError, ValueError):
+    """Detection labels outside 1..num_classes (a user error, and a ValueError)."""
 
 
 class DetectionTask(Task):
@@ -135,8 +139,9 @@ class DetectionTask(Task):
         used = [torch.as_tensor(l).reshape(-1) for l, m in zip(labels, mask) if m]
         flat = torch.cat(used) if used else torch.zeros(0, dtype=torch.int64)
         if flat.numel() and (int(flat.min()) < 1 or int(flat.max()) > self.num_classes):
-            raise ValueError(f"detection labels must be in 1..{self.num_classes} (0 is background), "
-                             f"got {int(flat.min())}..{int(flat.max())}")
+            raise LabelError(f"detection labels must be in 1..{self.num_classes} (0 is background), "
+                             f"got {int(flat.min())}..{int(flat.max())}: does "
+                             f"model.tasks.{self.name}.num_classes fit the data?")
 
     # -- evaluation side -----------------------------------------------------
     def postprocess(self, prediction: Dict[str, torch.Tensor],

@@ -181,8 +181,12 @@ def test_nms_native_equals_reference(n, dtype):
 def test_nms_native_heavy_overlap_and_negative_threshold():
     boxes = rand_boxes(1500, 9, extent=10, size=20, dtype=torch.float32)
     scores = torch.rand(1500, generator=torch.Generator().manual_seed(9))
-    for thr in (-0.1, 0.1, 0.9):
+    for thr in (0.0, 0.1, 0.9):
         assert torch.equal(ops.nms(boxes, scores, thr, backend="native"), ops.nms(boxes, scores, thr, backend="torch"))
+    # a negative threshold (which suppressed everything but one box) is refused since issue 10
+    for be in ("native", "torch"):
+        with pytest.raises(ValueError, match=r"iou_threshold: expected a number in \[0, 1\], got -0.1"):
+            ops.nms(boxes, scores, -0.1, backend=be)
 
 
 @needs_native

@@ -52,6 +52,8 @@ def box_iou(a: torch.Tensor, b: torch.Tensor, *, backend: str | None = None) -> 
     C.same_device(a=a, b=b)
     dt = C.common_float(a, b)
     a, b = a.to(dt), b.to(dt)
+    if a.device.type == "meta":
+        return a.new_empty((a.shape[0], b.shape[0]))
     if _use_native("box_iou", backend, a.device):
         return torch.ops.mtlkit.box_iou(a.contiguous(), b.contiguous())
     return reference.box_iou(a, b)
@@ -62,7 +64,8 @@ def _nms_inputs(boxes, scores, iou_threshold):
     scores = C.float_tensor("scores", scores)
     C.vector("scores", scores, boxes.shape[0], "boxes")
     C.same_device(boxes=boxes, scores=scores)
-    thr = C.threshold("iou_threshold", iou_threshold)
+    thr = C.unit_threshold("iou_threshold", iou_threshold)
+    C.not_meta("nms", boxes)
     dt = C.common_float(boxes, scores)
     return boxes.to(dt).contiguous(), scores.to(dt).contiguous(), thr
 
@@ -111,6 +114,7 @@ def ssd_match(
     iou_threshold: float = 0.5,
     variances: Sequence[float] = (0.1, 0.2),
     *,
+    num_classes: int | None = None,
     backend: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Match ground truth to priors and encode the regression targets.
@@ -125,6 +129,10 @@ def ssd_match(
     loc_targets (B, P, 4) in the priors' dtype, 0 on background priors, and
     labels (B, P) int64, 0 = background. Targets: ((cx-pcx)/(pw*v0),
     (cy-pcy)/(ph*v0), log(w/pw)/v1, log(h/ph)/v1).
+
+    iou_threshold must be in [0, 1]; labels in 1..num_classes (any positive
+    int32 when num_classes is None). On the meta device only the shapes are
+    computed.
     """
     if isinstance(gt_boxes, torch.Tensor) or not isinstance(gt_boxes, (list, tuple)):
         raise OpsTypeError(f"gt_boxes: expected a list of (N_i, 4) tensors, got {type(gt_boxes).__name__}")
@@ -135,7 +143,7 @@ def ssd_match(
             f"gt_labels: expected {len(gt_boxes)} tensors (one per image of gt_boxes), got {len(gt_labels)}"
         )
     priors = C.boxes("priors", priors, leading=1)
-    thr = C.threshold("iou_threshold", iou_threshold)
+    thr = C.unit_threshold("iou_threshold", iou_threshold)
     v = C.variances(variances)
     boxes, labels = [], []
     for i, (g, l) in enumerate(zip(gt_boxes, gt_labels)):
@@ -145,6 +153,10 @@ def ssd_match(
         C.same_device(priors=priors, **{f"gt_boxes[{i}]": g, f"gt_labels[{i}]": l})
         boxes.append(g.to(priors.dtype))
         labels.append(l.to(torch.int64))
+    C.labels_range("gt_labels", labels, num_classes)
+    if priors.device.type == "meta":
+        B, P = len(boxes), priors.shape[0]
+        return (priors.new_empty((B, P, 4)), torch.empty((B, P), dtype=torch.int64, device="meta"))
     if _use_native("ssd_match", backend, priors.device):
         counts = [0] + [g.shape[0] for g in boxes]
         offsets = torch.tensor(counts, dtype=torch.int64).cumsum(0).to(priors.device, non_blocking=True)
@@ -179,6 +191,8 @@ def ssd_decode(
     v = C.variances(variances)
     dt = C.common_float(loc, priors)
     loc, priors = loc.to(dt).contiguous(), priors.to(dt).contiguous()
+    if loc.device.type == "meta":
+        return loc.new_empty(loc.shape)
     if _use_native("ssd_decode", backend, loc.device):
         return torch.ops.mtlkit.ssd_decode(loc, priors, *v)
     return reference.ssd_decode(loc, priors, v)
@@ -201,7 +215,9 @@ def ssd_postprocess(
     loc (B, P, 4) offsets, conf (B, P, C) logits (class 0 background), priors
     (P, 4) cxcywh. Per image: softmax over classes; per class c >= 1 the
     scores > score_threshold, the top_k highest, NMS at iou_threshold; then the
-    max_detections highest over all classes (None or <= 0: no limit). Returns
+    max_detections highest over all classes (None or <= 0: no limit);
+    iou_threshold in [0, 1]. A prior with a NaN / inf score row, offset or
+    prior gives no detection (never a non-finite box). Returns
     B :class:`Detections` (boxes (K, 4) xyxy in prior units, scores (K,),
     labels (K,) int64 in 1..C-1) sorted by score, then class, then prior index.
     """
@@ -218,20 +234,30 @@ def ssd_postprocess(
         )
     C.same_device(loc=loc, conf=conf, priors=priors)
     st = C.threshold("score_threshold", score_threshold)
-    it = C.threshold("iou_threshold", iou_threshold)
+    it = C.unit_threshold("iou_threshold", iou_threshold)
+    C.not_meta("ssd_postprocess", loc)
     k = C.count("top_k", top_k)
     m = C.count("max_detections", max_detections)
     v = C.variances(variances)
     dt = C.common_float(loc, conf, priors)
     loc, conf, priors = loc.to(dt).contiguous(), conf.to(dt).contiguous(), priors.to(dt).contiguous()
+    # A prior whose box decodes to NaN / inf (NaN offsets or priors, an exp()
+    # overflow) gives no detection, as a NaN score row does.
+    bad = ~torch.isfinite(ssd_decode(loc, priors, v, backend=backend)).all(-1)
+    if bool(bad.any()):
+        conf = conf.masked_fill(bad[..., None], float("nan")).contiguous()
     if _use_native("ssd_postprocess", backend, loc.device):
         boxes, scores, labels, counts = torch.ops.mtlkit.ssd_postprocess(loc, conf, priors, st, it, k, m, *v)
         sizes = counts.tolist()
-        return [
+        dets = [
             Detections(bb, ss, ll)
             for bb, ss, ll in zip(boxes.split(sizes), scores.split(sizes), labels.split(sizes))
         ]
-    return reference.ssd_postprocess(loc, conf, priors, st, it, k, m, v)
+    else:
+        dets = reference.ssd_postprocess(loc, conf, priors, st, it, k, m, v)
+    # and a box finite in one decode but not in the fused one (at the overflow edge)
+    return [d if bool(torch.isfinite(d.boxes).all()) else
+            Detections(*(t[torch.isfinite(d.boxes).all(-1)] for t in d)) for d in dets]
 
 # Load the extension now (registers torch.ops.mtlkit.* and their fake kernels), or
 # warn once why the reference is used.

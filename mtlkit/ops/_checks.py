@@ -109,3 +109,44 @@ def variances(value: Sequence[float]) -> tuple[float, float]:
     if not (v0 > 0 and v1 > 0) or math.isinf(v0) or math.isinf(v1):
         raise OpsValueError(f"variances: expected two positive finite numbers, got {value!r}")
     return v0, v1
+
+
+def unit_threshold(name: str, value) -> float:
+    """A number in [0, 1] (an IoU threshold): below 0 every pair would
+    suppress / match, above 1 none; NaN is refused by :func:`threshold`."""
+    value = threshold(name, value)
+    if not 0.0 <= value <= 1.0:
+        raise OpsValueError(f"{name}: expected a number in [0, 1], got {value!r}")
+    return value
+
+
+#: class labels beyond this cannot index anything (int32 range)
+MAX_LABEL = 2**31 - 1
+
+
+def labels_range(name: str, labels: Sequence[torch.Tensor], num_classes: int | None) -> None:
+    """Ground-truth labels in 1..num_classes (0 is background), one sync for all images."""
+    present = [l.reshape(-1) for l in labels if l.numel()]
+    if not present or present[0].device.type == "meta":
+        return
+    flat = torch.cat([l.to(torch.int64) for l in present])
+    lo, hi = (int(v) for v in torch.stack([flat.min(), flat.max()]).tolist())
+    top = MAX_LABEL if num_classes is None else int(num_classes)
+    if lo < 1 or hi > top:
+        want = f"1..{num_classes}" if num_classes is not None else "positive class labels (0 is background)"
+        raise OpsValueError(f"{name}: expected labels in {want}, got values from {lo} to {hi}")
+
+
+def finite(name: str, x: torch.Tensor) -> None:
+    """Refuse NaN / inf values (one sync)."""
+    if x.numel() and x.device.type != "meta" and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise OpsValueError(f"{name}: holds {bad} NaN or inf value(s); expected finite numbers "
+                            f"(a diverged model?)")
+
+
+def not_meta(op: str, x: torch.Tensor) -> None:
+    """Ops whose output size depends on the values cannot run on the meta device."""
+    if x.device.type == "meta":
+        raise OpsValueError(f"{op}: meta tensors are not supported (the number of boxes it returns depends "
+                            f"on the values, which meta tensors do not have)")
