@@ -95,10 +95,20 @@ class COCODetection(Dataset):
             if folder is not None and not os.path.isdir(folder):
                 raise DataError(f"{folder}: no such folder (coco option '{name}')")
         self.depth_scale = float(depth_scale)
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise DataError(f"coco dataset: 'size' must be a positive number of images or null (all), "
+                            f"got {size!r}")
+        if not os.path.isdir(self.image_dir):
+            raise DataError(f"{self.image_dir}: no such folder (the images of {ann_file})")
         data = _load_json(ann_file)
         self._parse(data, scene_field, scenes)
         if size is not None:
             self.records = self.records[: int(size)]
+        missing = [r for r in self.records if not os.path.isfile(os.path.join(self.image_dir, r["file_name"]))]
+        if missing:
+            more = f" and {len(missing) - 1} more of {len(self.records)}" if len(missing) > 1 else ""
+            raise DataError(f"{os.path.join(self.image_dir, missing[0]['file_name'])}: image {missing[0]['id']} "
+                            f"of {ann_file} is missing{more}")
 
     def _parse(self, data: Dict[str, Any], scene_field: str, scenes: Optional[List[str]]) -> None:
         path = self.ann_file
@@ -126,8 +136,18 @@ class COCODetection(Dataset):
             file_name = _field(img, "file_name", str, path, f"images[{k}]")
             if image_id in by_id:
                 raise DataError(f"{path}: images[{k}] repeats id {image_id}")
-            rec = {"id": image_id, "file_name": file_name, "boxes": [], "labels": [],
-                   "scene": img.get(scene_field)}
+            parts = file_name.replace("\\", "/").split("/")
+            if not file_name or os.path.isabs(file_name) or ".." in parts or "\0" in file_name:
+                raise DataError(f"{path}: images[{k}].file_name {file_name!r} is not a path inside the images "
+                                f"folder (absolute, empty or with '..'): write it relative to {self.image_dir}")
+            size = []
+            for key in ("height", "width"):
+                value = img.get(key)
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                    raise DataError(f"{path}: images[{k}].{key} must be a positive integer, got {value!r}")
+                size.append(value)
+            rec = {"id": image_id, "file_name": file_name, "boxes": [], "labels": [], "anns": [],
+                   "scene": img.get(scene_field), "size": tuple(size) if None not in size else None}
             by_id[image_id] = rec
             records.append(rec)
         for k, ann in enumerate(data["annotations"]):
@@ -142,12 +162,18 @@ class COCODetection(Dataset):
             if len(bbox) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
                 raise DataError(f"{path}: {where}.bbox must be 4 numbers [x, y, w, h], got {bbox!r}")
             x, y, w, h = (float(v) for v in bbox)
+            if not all(np.isfinite([x, y, w, h])):
+                raise DataError(f"{path}: {where}.bbox must be finite numbers, got {bbox!r}")
             if w < 0 or h < 0:
                 raise DataError(f"{path}: {where}.bbox has a negative size {bbox!r}")
+            size = by_id[image_id]["size"]
+            if size is not None:
+                _check_inside(path, where, bbox, size)
             if ann.get("iscrowd", 0) or w == 0 or h == 0:
                 continue
             by_id[image_id]["boxes"].append([x, y, x + w, y + h])
             by_id[image_id]["labels"].append(label_of[cid])
+            by_id[image_id]["anns"].append(k)
 
         values = [r["scene"] for r in records if r["scene"] is not None]
         if scenes is None:
@@ -196,6 +222,13 @@ class COCODetection(Dataset):
         except (OSError, FileNotFoundError) as exc:
             raise DataError(f"{image_path}: cannot read image {rec['id']} ({exc})") from None
         height, width = rgb.shape[:2]
+        if rec["size"] is not None and tuple(rec["size"]) != (height, width):
+            raise DataError(f"{image_path}: the image is {width}x{height} pixels but {self.ann_file} says "
+                            f"width {rec['size'][1]}, height {rec['size'][0]} (image {rec['id']})")
+        if rec["size"] is None:
+            for k, box in zip(rec["anns"], rec["boxes"]):
+                _check_inside(self.ann_file, f"annotations[{k}]",
+                              [box[0], box[1], box[2] - box[0], box[3] - box[1]], (height, width))
         sample: Dict[str, Any] = {
             "image": torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(255.0),
             "boxes": torch.tensor(rec["boxes"], dtype=torch.float32).reshape(-1, 4),
@@ -253,6 +286,21 @@ class COCODetection(Dataset):
         if n.shape[:2] != tuple(size):
             raise DataError(f"{path}: normals of size {n.shape[:2]}, expected the image's (H, W) = {tuple(size)}")
         return n, mask
+
+
+#: how far (pixels) a box may reach past the image border (rounding of real annotations)
+BORDER_TOLERANCE = 1.0
+
+
+def _check_inside(path: str, where: str, bbox, size) -> None:
+    """A box [x, y, w, h] within the (height, width) image, give or take
+    :data:`BORDER_TOLERANCE` pixels."""
+    x, y, w, h = (float(v) for v in bbox)
+    height, width = size
+    t = BORDER_TOLERANCE
+    if x < -t or y < -t or x + w > width + t or y + h > height + t:
+        raise DataError(f"{path}: {where}.bbox {list(bbox)!r} lies outside its image of width {width}, "
+                        f"height {height}")
 
 
 def _load_npy(path: str) -> np.ndarray:

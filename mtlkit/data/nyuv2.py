@@ -196,8 +196,23 @@ class MatSource:
             raise DataError(f"{self.path}: cannot read '{key}' of image {i + 1} — truncated file? ({exc})") from None
 
     def image(self, i: int) -> np.ndarray:
-        """(H, W, 3) uint8 of 0-based image i."""
-        return np.ascontiguousarray(self._read("images", i).transpose(2, 1, 0)).astype(np.uint8, copy=False)
+        """(H, W, 3) uint8 of 0-based image i. Float images in [0, 1] are
+        scaled by 255, other values must lie in 0..255 (anything else is refused)."""
+        raw = np.ascontiguousarray(self._read("images", i).transpose(2, 1, 0))
+        if raw.dtype == np.uint8:
+            return raw
+        if raw.dtype.kind not in "fiub":
+            raise DataError(f"{self.path}: 'images' of dtype {raw.dtype}, expected uint8 (or numbers in 0..255)")
+        values = raw.astype(np.float64)
+        if not np.isfinite(values).all():
+            raise DataError(f"{self.path}: image {i + 1} holds NaN or inf pixels")
+        lo, hi = float(values.min()), float(values.max())
+        if raw.dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
+            values = values * 255.0
+        elif lo < 0.0 or hi > 255.0:
+            raise DataError(f"{self.path}: image {i + 1} has pixel values in [{lo:g}, {hi:g}], expected "
+                            f"0..255 (uint8) or floats in [0, 1]")
+        return np.rint(values).astype(np.uint8)
 
     def depth(self, i: int) -> np.ndarray:
         return np.ascontiguousarray(self._read("depths", i).T).astype(np.float32, copy=False)
@@ -308,6 +323,10 @@ def _fingerprint(mat_path: str, indices: np.ndarray, normals_dir: Optional[str])
     return h.hexdigest()
 
 
+#: the largest depth the cache stores (uint16 millimetres); deeper pixels are invalid
+MAX_DEPTH_MM = 65535
+
+
 def prepare_nyuv2(mat: str, splits: str, out: str, normals: Optional[str] = None,
                   val_scenes: Optional[str] = None, normals_index_base: int = 1,
                   compression: Optional[str] = "lzf", progress: bool = True,
@@ -317,8 +336,10 @@ def prepare_nyuv2(mat: str, splits: str, out: str, normals: Optional[str] = None
 
     A split whose complete cache already exists with the same inputs is
     skipped; an interrupted one resumes. ``limit`` keeps the first ``limit``
-    images of each split (quick trials).
+    images of each split (quick trials; a positive number).
     """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise DataError(f"--limit must be a positive number of images per split, got {limit!r}")
     source = MatSource(mat)
     try:
         train, test = read_splits(splits, source.num)
@@ -404,8 +425,10 @@ def _write_split(source: MatSource, split: str, indices: np.ndarray, out: str,
             i = int(indices[j]) - 1
             depth = source.depth(i)
             f["images"][j] = source.image(i)
-            mm = np.where(np.isfinite(depth) & (depth > 0), np.rint(depth * 1000.0), 0)
-            f["depth"][j] = np.clip(mm, 0, 65535).astype(np.uint16)
+            # millimetres in uint16: a depth beyond 65.535 m cannot be stored and is
+            # no indoor depth either: it is stored as invalid (0), never clipped
+            mm = np.where(np.isfinite(depth) & (depth > 0), np.rint(depth.astype(np.float64) * 1000.0), 0)
+            f["depth"][j] = np.where(mm <= MAX_DEPTH_MM, mm, 0).astype(np.uint16)
             if eigen is not None:
                 normals, mask = eigen.get(i + 1, (H, W))
             else:
@@ -481,6 +504,9 @@ class NYUv2(Dataset):
         except OSError as exc:
             raise DataError(f"{self.path}: cannot be read as an HDF5 cache ({exc})") from None
         if size is not None:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise DataError(f"nyuv2 dataset: 'size' must be a positive number of images or null (all), "
+                                f"got {size!r}")
             self._length = min(self._length, int(size))
         self.split = split
         self.use = {"depth": depth, "normals": normals, "scene": scene, "detection": detection}
