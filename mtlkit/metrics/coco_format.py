@@ -54,6 +54,14 @@ def _field(records: Sequence[Mapping[str, Any]], key: str, what: str, default: A
         raise
 
 
+def _ids(values: list, what: str, key: str) -> list:
+    """COCO ids are integers: a string (``"000123"``), float or bool id is refused naming the record."""
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise DataError(f"{what} {i}: '{key}' must be an integer id, got {type(v).__name__} {v!r}")
+    return values
+
+
 def _boxes(values: list, what: str) -> np.ndarray:
     """(N, 4) float64 array of COCO [x, y, w, h] boxes, finite."""
     if not values:
@@ -115,7 +123,8 @@ class GroundTruth:
         iscrowd: (N,) bool.
         ann_ids: (N,) int64 annotation ids (only used to reproduce pycocotools' treatment of id 0).
 
-    Annotations whose image or category is not listed are dropped (as pycocotools does).
+    ``from_arrays`` drops annotations whose image or category is not listed (as
+    pycocotools does); :func:`load_ground_truth` refuses them.
     The order of the annotations matters (it breaks ties between equal IoUs) and is kept.
     """
 
@@ -211,8 +220,19 @@ def load_ground_truth(gt: Union[PathLike, Mapping[str, Any], GroundTruth]) -> Gr
             raise DataError(f"ground truth has no '{key}' list (COCO detection format expected)")
     images, categories = gt["images"], gt["categories"]
     anns = gt.get("annotations", []) or []
-    image_ids = _field(images, "id", "ground-truth image")
-    cat_ids = _field(categories, "id", "ground-truth category")
+    image_ids = _ids(_field(images, "id", "ground-truth image"), "ground-truth image", "id")
+    cat_ids = _ids(_field(categories, "id", "ground-truth category"), "ground-truth category", "id")
+    what = "ground-truth annotation"
+    ann_images = _ids(_field(anns, "image_id", what), what, "image_id")
+    ann_cats = _ids(_field(anns, "category_id", what), what, "category_id")
+    # An annotation of an unlisted image or category is an error, as such a
+    # detection is (pycocotools would drop it silently).
+    known_images, known_cats = set(image_ids), set(cat_ids)
+    for i, (iid, cid) in enumerate(zip(ann_images, ann_cats)):
+        if iid not in known_images:
+            raise DataError(f"{what} {i}: image_id {iid!r} is not the id of any ground-truth image")
+        if cid not in known_cats:
+            raise DataError(f"{what} {i}: category_id {cid!r} is not the id of any ground-truth category")
     boxes = _boxes(_field(anns, "bbox", "ground-truth annotation"), "ground-truth annotation")
     n = len(anns)
     area_raw = [a.get("area") for a in anns]
@@ -228,8 +248,8 @@ def load_ground_truth(gt: Union[PathLike, Mapping[str, Any], GroundTruth]) -> Gr
     return GroundTruth.from_arrays(
         image_ids,
         cat_ids,
-        _field(anns, "image_id", "ground-truth annotation"),
-        _field(anns, "category_id", "ground-truth annotation"),
+        ann_images,
+        ann_cats,
         boxes,
         area,
         crowd,
@@ -250,8 +270,8 @@ def load_detections(detections: Union[PathLike, Sequence[Mapping[str, Any]], Det
     boxes = _boxes(_field(detections, "bbox", what), what)
     scores = _floats(_field(detections, "score", what), what, "score")
     return Detections(
-        np.asarray(_field(detections, "image_id", what)),
-        np.asarray(_field(detections, "category_id", what)),
+        np.asarray(_ids(_field(detections, "image_id", what), what, "image_id"), dtype=np.int64),
+        np.asarray(_ids(_field(detections, "category_id", what), what, "category_id"), dtype=np.int64),
         boxes,
         scores,
     )
