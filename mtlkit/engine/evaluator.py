@@ -8,7 +8,6 @@ the metrics across DDP ranks and compute them.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
@@ -16,6 +15,7 @@ from torch import nn
 
 from mtlkit.engine import dist
 from mtlkit.engine.data import eval_loader
+from mtlkit.engine.precision import amp_dtype_for, autocast
 
 
 def move_to(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
@@ -63,10 +63,9 @@ def detections_to_coco(preds: List[Mapping[str, torch.Tensor]], metas: List[Mapp
     return out
 
 
-def _autocast(device: torch.device, amp_dtype: Optional[torch.dtype]):
-    if amp_dtype is None or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=amp_dtype)
+def _eval_autocast(device: torch.device, amp_dtype: Optional[torch.dtype]):
+    """Evaluation autocasts on CUDA only: on CPU the reported figures are float32's."""
+    return autocast(device, amp_dtype if device.type == "cuda" else None)
 
 
 @torch.no_grad()
@@ -101,7 +100,7 @@ def evaluate_model(model: nn.Module, dataset, batch_size: int, collate_fn, devic
             batch = move_to(batch, device, non_blocking=True)
             images = batch["image"]
             image_size = (int(images.shape[-2]), int(images.shape[-1]))
-            with _autocast(device, amp_dtype):
+            with _eval_autocast(device, amp_dtype):
                 outputs = model(images)
             preds = model.postprocess(outputs, image_size)
             for name, metric in metrics.items():
@@ -243,9 +242,7 @@ def evaluate(cfg: Any, checkpoint: Optional[str], out_dir: Optional[str] = None,
             check_classes(model, dataset, None, meta.get("classes"), split=split)
         else:
             model = model.to(device).eval()
-        amp = None
-        if cfg["train"]["amp"] and device.type == "cuda":
-            amp = torch.bfloat16 if cfg["train"]["amp_dtype"] == "bfloat16" else torch.float16
+        amp = amp_dtype_for(cfg["train"], device)
         values, metrics, detections = evaluate_model(
             model, dataset, int(ec["batch_size"] or data.get("batch_size", 8)), collate_fn, device,
             int(ec["num_workers"] if ec["num_workers"] is not None else data.get("num_workers", 0)),

@@ -52,7 +52,10 @@ def build_optimizer(model: nn.Module, opt: Mapping[str, Any]) -> torch.optim.Opt
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(name)
     if cls is None:
         raise ConfigError(f"train.optimizer.name: unknown optimizer {name!r}; expected sgd, adam or adamw")
-    return cls(groups, lr=lr, betas=betas, eps=float(opt["eps"]))
+    fused = opt.get("fused")
+    if fused is None:
+        fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+    return cls(groups, lr=lr, betas=betas, eps=float(opt["eps"]), fused=bool(fused))
 
 
 def milestones(schedule: Mapping[str, Any], iters: int) -> List[int]:

@@ -47,6 +47,7 @@ from mtlkit.engine.checks import check_classes, check_resume_config
 from mtlkit.engine.data import ShardedBatches, TrainStream
 from mtlkit.engine.ema import ModelEMA
 from mtlkit.engine.evaluator import evaluate_model, move_to, per_class_ap
+from mtlkit.engine.precision import amp_dtype_for, autocast, to_memory_format
 from mtlkit.engine.logger import RunLogger, fmt, progress_bar, write_json
 from mtlkit.engine.optim import LRSchedule, build_optimizer
 from mtlkit.engine.schema import EVAL_DEFAULTS, TRAIN_DEFAULTS
@@ -227,12 +228,7 @@ class Trainer:
         return build_model(self.cfg)
 
     def _amp(self, device: torch.device) -> Optional[torch.dtype]:
-        if not self.tc["amp"]:
-            return None
-        if device.type != "cuda":
-            self._note("train.amp is ignored on CPU (mixed precision needs a CUDA device)")
-            return None
-        return torch.bfloat16 if self.tc["amp_dtype"] == "bfloat16" else torch.float16
+        return amp_dtype_for(self.tc, device, self._note)
 
     def _note(self, message: str) -> None:
         if not dist.is_main():
@@ -275,7 +271,10 @@ class Trainer:
 
         seed_everything(seed)
         self._datasets()
+        channels_last = bool(tc["channels_last"])
         model = self._build_model().to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
         core = model
         # Everything is checked (config, data, model, checkpoint): only now is --out written.
         self._start_run_dir(core, ckpt)
@@ -348,9 +347,8 @@ class Trainer:
                         sync = (contextlib.nullcontext() if micro == accumulate - 1 or world == 1
                                 else model.no_sync())
                         with sync:
-                            with (torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None
-                                  else contextlib.nullcontext()):
-                                outputs = model(batch["image"])
+                            with autocast(device, amp_dtype):
+                                outputs = model(to_memory_format(batch["image"], channels_last))
                                 losses = core.losses(outputs, batch)
                                 total, weights = core.weighting(losses)
                             loss = total / accumulate
@@ -630,6 +628,7 @@ class _Window:
         return {"event": "train", "iter": iteration, "loss": self.total / n,
                 "losses": {k: v / n for k, v in self.losses.items()}, "weights": self.weights,
                 "lr": lr, "images_per_s": self.images / self.seconds if self.seconds > 0 else None,
+                "images": self.images, "seconds": self.seconds,
                 "epoch": data_state["epoch"], "time": time.time()}
 
 
