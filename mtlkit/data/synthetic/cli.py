@@ -65,29 +65,42 @@ def main(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     options = make_options(tuple(args.size), shadows=not args.no_shadows, kinect_holes=args.kinect_holes)
-    config = _config(args.seed, args.split, options)
-    out = args.out
+    new, count = write_set(args.out, args.num, args.seed, args.split, options, args.workers,
+                           progress=not args.quiet, preview=not args.no_preview)
+    if not args.quiet:
+        print(f"wrote {new} new samples ({count} in all) to {args.out}")
+    return 0
+
+
+def write_set(out: str, num: int, seed: int, split: str, options: RenderOptions, workers: int = 1,
+              progress: bool = True, preview: bool = True, pack: bool = False) -> Tuple[int, int]:
+    """Render samples 0..num-1 of (seed, split) into ``out`` (the layout of
+    :mod:`.storage`), skipping those already there; with ``pack`` also stack
+    them into ``out/pack/``. Returns (samples rendered now, samples in the set).
+
+    :raises DataError: when ``out`` holds a set of other options.
+    """
+    config = _config(seed, split, options)
     meta_path = os.path.join(out, "dataset.json")
+    existing = 0
     if os.path.exists(meta_path):
         previous = storage.read_dataset_json(out, require_complete=False)
         if previous["config"] != config:
             raise DataError(f"{meta_path} was written with a different configuration "
                             f"({previous['config']}); use another --out folder or the same options")
+        existing = int(previous["count"])
     os.makedirs(os.path.join(out, "samples"), exist_ok=True)
-    todo = [i for i in range(args.num) if not os.path.exists(storage.sample_path(out, i))]
-    existing = 0
-    if os.path.exists(meta_path):
-        existing = int(storage.read_dataset_json(out, require_complete=False)["count"])
-    count = max(args.num, existing)
+    todo = [i for i in range(num) if not os.path.exists(storage.sample_path(out, i))]
+    count = max(num, existing)
     storage.write_json(meta_path, _meta(config, count, complete=False))
-    tasks = [(out, args.seed, args.split, i, options) for i in todo]
-    bar = tqdm(total=len(tasks), desc=f"synth {args.split}", unit="sample", disable=args.quiet or not tasks)
-    if args.workers == 1 or len(tasks) < 2:
+    tasks = [(out, seed, split, i, options) for i in todo]
+    bar = tqdm(total=len(tasks), desc=f"synth {split}", unit="sample", disable=not progress or not tasks)
+    if workers == 1 or len(tasks) < 2:
         for task in tasks:
             _work(task)
             bar.update()
     else:
-        with multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn").Pool(args.workers) as pool:
+        with multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn").Pool(workers) as pool:
             for _ in pool.imap_unordered(_work, tasks, chunksize=4):
                 bar.update()
     bar.close()
@@ -95,14 +108,14 @@ def main(args: argparse.Namespace) -> int:
     storage.write_json(meta_path, _meta(config, count, complete=not missing))
     if missing:
         raise DataError(f"{out}: {len(missing)} samples are missing (e.g. {missing[0]}); rerun to finish")
-    if not args.no_preview and count:
+    if preview and count:
         samples = [storage.load_sample(storage.sample_path(out, i)) for i in range(min(PREVIEW_COUNT, count))]
         from .preview import save_preview
 
         save_preview(os.path.join(out, "preview.png"), samples, CLASSES, SCENES)
-    if not args.quiet:
-        print(f"wrote {len(tasks)} new samples ({count} in all) to {out}")
-    return 0
+    if pack and (tasks or not storage.Pack.exists(out)):
+        storage.write_pack(out, count)
+    return len(tasks), count
 
 
 def _standalone(argv=None) -> int:

@@ -6,6 +6,10 @@ Layout of a written set::
     DIR/dataset.json          format, version, classes, scenes, config, count
     DIR/samples/000000.npz    arrays of generate.generate_sample
     DIR/preview.png           a grid of some samples (image + boxes, depth, normals)
+    DIR/pack/KEY.npy          optional (:func:`write_pack`): every sample's array KEY
+                              stacked into one uncompressed file (ragged boxes / labels /
+                              box_instance concatenated, with ``offsets.npy``), read
+                              memory-mapped so parallel readers share one copy
 """
 
 from __future__ import annotations
@@ -107,3 +111,70 @@ def read_dataset_json(root: str, require_complete: bool = True) -> dict:
     if require_complete and meta.get("complete") is False:
         raise DataError(f"{root} is an unfinished set: rerun the 'mtlkit data synth' command that wrote it")
     return meta
+
+
+PACK_DIR = "pack"
+#: the keys stacked per sample (same shape for every sample of a set)
+_STACKED = ("image", "depth", "depth_mask", "normals", "normals_mask", "scene", "instances")
+#: the ragged keys (first dimension = boxes of the sample)
+_RAGGED = ("boxes", "labels", "box_instance")
+
+
+def write_pack(root: str, count: int) -> str:
+    """Stack the ``count`` samples of ``root`` into ``root/pack/`` (one .npy per
+    key, written atomically; ``pack/count.json`` last, so a pack without it is
+    unfinished and ignored). Returns the pack folder."""
+    folder = os.path.join(root, PACK_DIR)
+    os.makedirs(folder, exist_ok=True)
+    first = load_sample(sample_path(root, 0)) if count else None
+    stacked = {k: np.empty((count,) + first[k].shape, first[k].dtype) for k in _STACKED} if count else {}
+    ragged: Dict[str, list] = {k: [] for k in _RAGGED}
+    offsets = np.zeros(count + 1, np.int64)
+    for i in range(count):
+        arrays = first if i == 0 else load_sample(sample_path(root, i))
+        for key in _STACKED:
+            if arrays[key].shape != stacked[key].shape[1:]:
+                raise DataError(f"{sample_path(root, i)}: '{key}' has shape {arrays[key].shape}, "
+                                f"other samples of the set {stacked[key].shape[1:]}")
+            stacked[key][i] = arrays[key]
+        for key in _RAGGED:
+            ragged[key].append(arrays[key])
+        offsets[i + 1] = offsets[i] + len(arrays["labels"])
+    for key in _RAGGED:
+        dtype, ndim = SCHEMA[key]
+        empty = np.zeros((0,) + (4,) * (ndim - 1), dtype)
+        stacked[key] = np.concatenate(ragged[key]) if ragged[key] else empty
+    stacked["offsets"] = offsets
+    for key, value in stacked.items():
+        with atomic_write(os.path.join(folder, f"{key}.npy"), "wb") as handle:
+            np.save(handle, value)
+    write_json(os.path.join(folder, "count.json"), {"count": int(count)})
+    return folder
+
+
+class Pack:
+    """The arrays of ``root/pack/`` (memory-mapped); :meth:`sample` gives the
+    same dict as :func:`load_sample` (copies, writable)."""
+
+    def __init__(self, root: str):
+        folder = os.path.join(root, PACK_DIR)
+        with open(os.path.join(folder, "count.json"), encoding="utf-8") as handle:
+            self.count = int(json.load(handle)["count"])
+        keys = _STACKED + _RAGGED + ("offsets",)
+        try:
+            self.arrays = {k: np.load(os.path.join(folder, f"{k}.npy"), mmap_mode="r") for k in keys}
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{folder}: unreadable pack ({exc}); delete the folder to read the samples") from None
+        if len(self.arrays["offsets"]) != self.count + 1:
+            raise DataError(f"{folder}: offsets.npy does not match count.json; delete the folder")
+
+    @staticmethod
+    def exists(root: str) -> bool:
+        return os.path.isfile(os.path.join(root, PACK_DIR, "count.json"))
+
+    def sample(self, index: int) -> Dict[str, np.ndarray]:
+        a = self.arrays
+        start, stop = int(a["offsets"][index]), int(a["offsets"][index + 1])
+        out = {k: np.array(a[k][index]) for k in _STACKED}
+        out.update({k: np.array(a[k][start:stop]) for k in _RAGGED})
+        return out
