@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 import traceback
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from mtlkit import __version__
 from mtlkit.errors import MtlkitError
@@ -23,6 +23,7 @@ COMMANDS = {
     "eval": ("mtlkit.engine.commands.evaluate", "evaluate a checkpoint on a dataset"),
     "detect": ("mtlkit.engine.commands.detect", "run a checkpoint on images and draw predictions"),
     "ablate": ("mtlkit.engine.commands.ablate", "reproduce the paper's ablation on a dataset"),
+    "pretrain": ("mtlkit.pretrain", "pre-train a backbone on RGB-only synthetic labels (scene, crops)"),
     "bench": ("mtlkit.commands.bench", "run the benchmark suites"),
     "plugins": ("mtlkit.commands.plugins", "list registered plugins and their distributions"),
     "data": ("mtlkit.data.cli", "prepare datasets (synthetic rooms, NYUv2)"),
@@ -84,14 +85,25 @@ def _requested_command(argv: List[str]) -> Optional[str]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
-    try:
+
+    def command() -> int:
         parser = build_parser(only=_requested_command(argv))
         args = parser.parse_args(argv)
         if getattr(args, "command", None) is None:
             parser.print_help()
             return 0
         return int(args._module.main(args) or 0)
+
+    return run_guarded(command, debug="--debug" in argv)
+
+
+def run_guarded(command: Callable[[], int], debug: bool = False) -> int:
+    """Run ``command`` and turn what it raises into one line on stderr and an
+    exit status: 2 for a user's error (:class:`MtlkitError`, a path that
+    cannot be read or written), 130 for Ctrl-C, 1 for a bug. ``debug`` adds
+    the traceback."""
+    try:
+        return int(command() or 0)
     except MtlkitError as exc:
         if debug:
             traceback.print_exc()

@@ -1,193 +1,104 @@
-"""``mtlkit ablate``: reproduce the paper's ablation (SSD -> flat MTL ->
-intensive pooling -> ROCK fusion) on a dataset, by default the synthetic rooms.
+"""``mtlkit ablate``: the paper's ablation (SSD -> flat MTL -> intensive
+pooling -> ROCK fusion), trained over several seeds and reported on a test
+split with the spread over seeds and paired gains. See docs/ablation.md.
 
-Each row is a config of a folder (``configs/synthetic/ssd.yaml``, ...), trained
-for each seed in ``OUT/<row>/seed<k>/`` and evaluated on the test split (the
-validation split when the config has none). The job is resumable: a finished
-run (``result.json`` present) is skipped and an interrupted one resumes from
-its last checkpoint, so re-running the same command after a crash or Ctrl-C
-only does what is left. The table (markdown), the raw results (JSON) and a
-bar chart are written to ``OUT``.
+    mtlkit ablate [CONFIG_DIR] --out DIR [--seeds 0 1 2] [--data-seed S]
+                  [--rows ssd,flat_mtl,...] [--jobs N] [--quick] [-o KEY=VALUE ...]
+
+Each synthetic split is rendered once into ``OUT/data/`` and read by every
+run; runs are independent processes, ``--jobs`` at a time, one torch thread
+each, deterministic per (row, seed, data seed). Rerunning the same command
+re-uses finished runs whose resolved config is unchanged and resumes
+interrupted ones; a run whose settings changed is trained again.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import json
-import math
 import os
+import platform
 import sys
-from typing import Any, Dict, List, Sequence
+import time
+from typing import List
 
 from mtlkit.errors import ConfigError, MtlkitError
-from mtlkit.utils.io import atomic_write
 
-#: the paper's rows, in order: (config stem, label in the table)
-PAPER_ROWS = [
-    ("ssd", "SSD"),
-    ("flat_mtl", "+ flat MTL"),
-    ("intensive_pooling", "+ intensive pool."),
-    ("rock", "+ fusion (ROCK)"),
-]
-EXTRA_ROWS = {"rock_concat": "ROCK, concat fusion", "rock_gated": "ROCK, gated fusion",
-              "rock_light": "ROCK light"}
-#: detection figures in the table: (metric key, column title)
-COLUMNS = [("AP50", "mAP@0.5"), ("AP75", "mAP@0.75"), ("AP", "mAP@[.5:.95]")]
+#: ``--quick``: a smoke-test scale (seconds per run), not a result
+QUICK_OVERRIDES = ["data.train.size=48", "data.val.size=8", "data.test.size=24", "train.log_every=5"]
+QUICK_ITERS = 30
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mtlkit.engine.ablation import EXTRA_ROWS
+
     parser.add_argument("configs", nargs="?", default="configs/synthetic",
-                        help="folder holding ssd.yaml, flat_mtl.yaml, intensive_pooling.yaml, "
-                             "rock.yaml (default: configs/synthetic)")
+                        help="folder holding one config per row (default: %(default)s)")
     parser.add_argument("--out", default="runs/ablation", help="output folder (default: %(default)s)")
     parser.add_argument("--rows", default=None,
-                        help="comma-separated config stems (default: the paper's four rows; "
-                             f"extras: {', '.join(EXTRA_ROWS)})")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default: 0)")
-    parser.add_argument("--iters", type=int, default=None, help="training iterations per run "
-                        "(default: the configs' train.iters)")
+                        help="comma-separated config stems (default: ssd,flat_mtl,intensive_pooling,rock; "
+                             f"also: {', '.join(EXTRA_ROWS)})")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="training seeds (default: 0 1 2)")
+    parser.add_argument("--data-seed", type=int, default=None,
+                        help="seed of the synthetic world for every split (default: the configs')")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="runs in parallel, one process and one torch thread each "
+                             "(default: the number of usable cores)")
+    parser.add_argument("--iters", type=int, default=None,
+                        help="training iterations per run (default: the configs' train.iters)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke test: tiny splits and {QUICK_ITERS} iterations (not a result)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                         help="config override applied to every row (repeatable)")
 
 
-def _rows(folder: str, selection: str | None) -> List[tuple]:
-    labels = dict(PAPER_ROWS, **EXTRA_ROWS)
-    stems = [s.strip() for s in selection.split(",")] if selection else [s for s, _ in PAPER_ROWS]
-    rows = []
-    for stem in stems:
-        path = os.path.join(folder, f"{stem}.yaml")
-        if not os.path.isfile(path):
-            raise ConfigError(f"ablation row '{stem}': config not found: {path}")
-        rows.append((stem, labels.get(stem, stem), path))
-    return rows
-
-
-def _evaluation_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """Evaluate on the test split when the config has one."""
-    cfg = copy.deepcopy(cfg)
-    data = cfg.get("data") or {}
-    if data.get("test") is not None:
-        data["val"] = data["test"]
-    return cfg
-
-
-def run_one(config_path: str, overrides: Sequence[str], seed: int, iters: int | None,
-            run_dir: str) -> Dict[str, Any]:
-    """Train (or resume) one row/seed and evaluate it; the result is cached in
-    ``run_dir/result.json``."""
-    from mtlkit.config import load_config
-    from mtlkit.engine import evaluate, train
-
-    result_path = os.path.join(run_dir, "result.json")
-    if os.path.isfile(result_path):
-        with open(result_path, encoding="utf-8") as handle:
-            return json.load(handle)
-    cfg = load_config(config_path, list(overrides) + [f"train.seed={seed}"])
-    if (cfg.get("data") or {}).get("val") is None and (cfg.get("data") or {}).get("test") is None:
-        raise ConfigError(f"{config_path}: the ablation needs data.test or data.val to evaluate on")
-    resume = os.path.isfile(os.path.join(run_dir, "last.pt"))
-    # The trainer's final evaluation is on data.val; a test split is evaluated separately.
-    metrics = train(cfg, run_dir, iters=iters, resume=resume)
-    if (cfg.get("data") or {}).get("test") is not None:
-        metrics = evaluate(_evaluation_config(cfg), os.path.join(run_dir, "last.pt"),
-                           out_dir=os.path.join(run_dir, "eval_test"))
-    result = {"config": config_path, "seed": seed, "metrics": metrics}
-    with atomic_write(result_path, "w", encoding="utf-8") as handle:
-        json.dump(result, handle, indent=2, default=float)
-    return result
-
-
-def _mean_std(values: List[float]) -> tuple:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return float("nan"), float("nan")
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
-    return mean, math.sqrt(var)
-
-
-def summarise(results: Dict[str, List[Dict[str, Any]]], rows: List[tuple]) -> Dict[str, Any]:
-    """Mean and std over seeds of each row's detection figures (in %) and of
-    every auxiliary figure."""
-    table = {}
-    for stem, label, _ in rows:
-        runs = results[stem]
-        detection = [r["metrics"].get("detection", {}) for r in runs]
-        entry = {"label": label, "seeds": [r["seed"] for r in runs], "detection": {}, "auxiliary": {}}
-        for key, _ in COLUMNS:
-            mean, std = _mean_std([100.0 * d[key] for d in detection if key in d])
-            entry["detection"][key] = {"mean": mean, "std": std}
-        for task, figures in runs[0]["metrics"].items():
-            if task == "detection" or not isinstance(figures, dict):
-                continue
-            for name in figures:
-                if isinstance(figures[name], (int, float)):
-                    mean, std = _mean_std([r["metrics"][task].get(name) for r in runs])
-                    entry["auxiliary"][f"{task}/{name}"] = {"mean": mean, "std": std}
-        table[stem] = entry
-    return table
-
-
-def format_table(summary: Dict[str, Any], seeds: int) -> str:
-    """The paper's table, as markdown."""
-    head = "| Model | " + " | ".join(title for _, title in COLUMNS) + " |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
-    for entry in summary.values():
-        cells = []
-        for key, _ in COLUMNS:
-            fig = entry["detection"][key]
-            cells.append(f"{fig['mean']:.1f}" + (f" ± {fig['std']:.1f}" if seeds > 1 else ""))
-        lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def plot(summary: Dict[str, Any], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = [e["label"] for e in summary.values()]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    width = 0.8 / len(COLUMNS)
-    for i, (key, title) in enumerate(COLUMNS):
-        means = [e["detection"][key]["mean"] for e in summary.values()]
-        stds = [e["detection"][key]["std"] for e in summary.values()]
-        xs = [j + (i - (len(COLUMNS) - 1) / 2) * width for j in range(len(labels))]
-        ax.bar(xs, means, width, yerr=[0 if math.isnan(s) else s for s in stds], label=title)
-    ax.set_xticks(range(len(labels)), labels, rotation=15)
-    ax.set_ylabel("mAP (%)")
-    ax.legend(fontsize=8)
-    ax.set_title("Ablation")
-    fig.tight_layout()
-    with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=120)
-    plt.close(fig)
+def usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def main(args: argparse.Namespace) -> int:
+    from mtlkit.engine.ablation import plan_runs, prepare_data, run_all, select_rows, write_outputs
+
     if not os.path.isdir(args.configs):
         raise MtlkitError(f"config folder not found: {args.configs}")
-    rows = _rows(args.configs, args.rows)
+    jobs = usable_cores() if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    if args.data_seed is not None and args.data_seed < 0:
+        raise ConfigError(f"--data-seed must be >= 0, got {args.data_seed}")
+    if any(s < 0 for s in args.seeds) or len(set(args.seeds)) != len(args.seeds):
+        raise ConfigError(f"--seeds must be distinct non-negative integers, got {args.seeds}")
+    if args.iters is not None and args.iters < 1:
+        raise ConfigError(f"--iters must be >= 1, got {args.iters}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ConfigError(f"--out {args.out} exists and is not a folder")
+    rows = select_rows(args.configs, [s.strip() for s in args.rows.split(",")] if args.rows else None)
+    overrides: List[str] = (QUICK_OVERRIDES if args.quick else []) + list(args.override)
+    iters = args.iters if args.iters is not None else (QUICK_ITERS if args.quick else None)
+    runs = plan_runs(rows, args.seeds, args.out, overrides, args.data_seed, iters)
+
+    def note(message: str) -> None:
+        print(f"mtlkit ablate: {message}", file=sys.stderr, flush=True)
+
+    start = time.time()
     os.makedirs(args.out, exist_ok=True)
-    results: Dict[str, List[Dict[str, Any]]] = {}
-    total = len(rows) * len(args.seeds)
-    done = 0
-    for stem, label, path in rows:
-        results[stem] = []
-        for seed in args.seeds:
-            done += 1
-            print(f"[{done}/{total}] {label} (seed {seed})", file=sys.stderr, flush=True)
-            run_dir = os.path.join(args.out, stem, f"seed{seed}")
-            results[stem].append(run_one(path, args.override, seed, args.iters, run_dir))
-    summary = summarise(results, rows)
-    table = format_table(summary, len(args.seeds))
-    with atomic_write(os.path.join(args.out, "ablation.json"), "w", encoding="utf-8") as handle:
-        json.dump({"rows": summary, "runs": results}, handle, indent=2, default=float)
-    with atomic_write(os.path.join(args.out, "ablation.md"), "w", encoding="utf-8") as handle:
-        handle.write(table + "\n")
-    plot(summary, os.path.join(args.out, "ablation.png"))
-    print(table)
-    print(f"\nwritten: {os.path.join(args.out, 'ablation.md')}, ablation.json, ablation.png")
+    note(f"{len(rows)} rows x {len(args.seeds)} seeds = {len(runs)} runs, {jobs} at a time")
+    prepare_data(runs, os.path.join(args.out, "data"), workers=jobs, progress=not args.no_progress)
+    records_by_name = run_all(runs, jobs, progress=not args.no_progress, note=note)
+    records = [records_by_name[run.name] for run in runs]
+    data_seeds = sorted({str(r.data_seed) for r in runs})
+    info = {"title": os.path.basename(os.path.normpath(args.configs)),
+            "data seed": ", ".join(data_seeds), "seeds": " ".join(str(s) for s in args.seeds),
+            "iterations": ", ".join(sorted({str(r.iters) for r in runs})),
+            "machine": f"{platform.machine()}, {usable_cores()} cores", "jobs": jobs,
+            "wall (this invocation)": f"{time.time() - start:.0f} s"}
+    if args.quick:
+        info["note"] = "--quick: a smoke test, not a result"
+    text = write_outputs(args.out, records, rows, info)
+    print(text)
+    print(f"written: {os.path.join(args.out, 'ablation.md')}, ablation.json, ablation.png")
     return 0
