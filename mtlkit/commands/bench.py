@@ -47,7 +47,25 @@ def main(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "pytest", *files, "-o", "addopts=", "-p", "no:cacheprovider",
                "-q", "-s", "--benchmark-columns=min,mean,median,stddev,rounds"]
     if args.json:
-        command.append(f"--benchmark-json={args.json}")
+        # relative to where the user is, not to the checkout pytest runs in
+        path = os.path.abspath(args.json)
+        folder = os.path.dirname(path)
+        if os.path.isdir(path):
+            raise MtlkitError(f"--json {args.json}: is a folder, expected a file name")
+        if not os.path.isdir(folder):
+            raise MtlkitError(f"--json {args.json}: the folder {folder} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise MtlkitError(f"--json {args.json}: the folder {folder} is not writable")
+        command.append(f"--benchmark-json={path}")
     if args.k:
         command += ["-k", args.k]
-    return subprocess.call(command, cwd=os.path.dirname(SUITES_DIR))
+    rc = subprocess.call(command, cwd=os.path.dirname(SUITES_DIR))
+    if rc == NO_TESTS_COLLECTED:
+        chosen = ", ".join(args.suites or known)
+        raise MtlkitError(f"no benchmark matches -k {args.k!r} in suite(s) {chosen}" if args.k
+                          else f"no benchmark found in suite(s) {chosen}")
+    return rc
+
+
+#: pytest's exit status when nothing was selected
+NO_TESTS_COLLECTED = 5

@@ -68,16 +68,45 @@ def find_images(specs: Sequence[str]) -> List[str]:
     return found
 
 
+#: full scale of the single-channel integer / float modes PIL opens (16-bit PNGs are "I;16" or "I")
+_HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
 def load_image(path: str) -> torch.Tensor:
-    """(3, H, W) float32 RGB in [0, 1]."""
+    """(3, H, W) float32 RGB in [0, 1]. A 16-bit (or 32-bit) grey image is
+    scaled by its full range (65535 for 16 bits), not clipped at 255."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
+            if img.mode in _HIGH_DEPTH_MODES:
+                grey = np.asarray(img, dtype=np.float64)
+                if not np.isfinite(grey).all():
+                    raise DataError(f"{path}: the image holds NaN or inf pixels")
+                if img.mode.startswith("I;16") or (img.mode == "I" and grey.max(initial=0) > 255):
+                    full = 65535.0
+                elif img.mode == "F" and grey.max(initial=0) <= 1.0:
+                    full = 1.0
+                else:
+                    full = 255.0
+                grey = np.clip(grey / full, 0.0, 1.0).astype(np.float32)
+                return torch.from_numpy(np.ascontiguousarray(grey))[None].expand(3, -1, -1).clone()
             array = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read the image ({exc})") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
+
+
+def check_images(paths: Sequence[str]) -> None:
+    """Every image readable (header and data checked by PIL), before anything is written."""
+    from PIL import Image, UnidentifiedImageError
+
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                img.verify()
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            raise DataError(f"{path}: cannot read the image ({exc})") from None
 
 
 def resize_image(image: torch.Tensor, size: Optional[Sequence[int]]) -> torch.Tensor:
@@ -145,7 +174,13 @@ def main(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise MtlkitError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.score_threshold is not None and not 0.0 <= args.score_threshold <= 1.0:
+        raise MtlkitError(f"--score-threshold must be a number in [0, 1], got {args.score_threshold}")
+    from mtlkit.utils.io import check_out_dir, make_out_dir
+
+    check_out_dir(args.out)
     paths = find_images(args.images)
+    check_images(paths)  # every input is checked before a picture is written
     cfg = resolve_config(load_run_config(args.config, args.overrides))
     device = select_device(cfg["train"]["device"])
     model, meta = build_eval_model(cfg, args.checkpoint, device)
@@ -155,7 +190,7 @@ def main(args: argparse.Namespace) -> int:
     class_names = (getattr(primary_task, "options", {}) or {}).get("class_names") or meta.get("classes")
     json_threshold = (args.score_threshold if args.score_threshold is not None
                       else float(cfg["eval"]["score_threshold"]))
-    os.makedirs(args.out, exist_ok=True)
+    make_out_dir(args.out)
     names = _unique_names(paths)
     records: List[Dict[str, Any]] = []
 
