@@ -96,7 +96,8 @@ def read_yaml(path: PathLike) -> Dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
+        problem = " ".join(str(problem).split())  # one line
         raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
     if data is None:
         return {}
@@ -277,8 +278,9 @@ def check_options(
     for key, value in options.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in defaults:
+            shown = f"'{path}'" if str(path).isprintable() else repr(str(path))
             raise ConfigError(
-                f"unknown key '{path}'{did_you_mean(key, defaults)}; "
+                f"unknown key {shown}{did_you_mean(key, defaults)}; "
                 f"valid keys of '{where or 'config'}': {', '.join(sorted(map(str, defaults))) or 'none'}"
             )
         default = defaults[key]
