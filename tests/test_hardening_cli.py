@@ -17,6 +17,7 @@ ROCK = os.path.join(ROOT, "configs", "synthetic", "rock.yaml")
 SSD = os.path.join(ROOT, "configs", "synthetic", "ssd.yaml")
 TINY = """\
 _base_: [{base}]
+model: {{backbone: {{weights: null}}}}
 data:
   train: {{type: synthetic, split: train, size: 4, seed: 0}}
   val: {{type: synthetic, split: val, size: 2, seed: 0}}
@@ -83,8 +84,11 @@ def test_eval_of_garbage_checkpoints(run, tmp_path, capsys, content):
 def test_resume_with_a_changed_option_is_refused(run, capsys):
     config, out = run
     before = (out / "config.yaml").read_text()
-    assert cli(["train", str(config), "--out", str(out), "--resume", "-o", "train.optimizer.lr=1e-1"]) == 2
-    one_line_error(capsys, "train.optimizer.lr: 0.01 -> 0.1")
+    import yaml
+
+    lr = yaml.safe_load(before)["train"]["optimizer"]["lr"]
+    assert cli(["train", str(config), "--out", str(out), "--resume", "-o", "train.optimizer.lr=1.25e-1"]) == 2
+    one_line_error(capsys, f"train.optimizer.lr: {lr!r} -> 0.125")
     assert (out / "config.yaml").read_text() == before
 
 
@@ -152,3 +156,39 @@ def test_bench_json_in_a_missing_folder_and_k_matching_nothing(tmp_path, monkeyp
     one_line_error(capsys, "does not exist")
     assert cli(["bench", "ops", "-k", "nomatch"]) == 2
     one_line_error(capsys, "no benchmark matches -k 'nomatch' in suite(s) ops")
+
+
+def _coco_config(tmp_path, missing=False):
+    (tmp_path / "img").mkdir()
+    for name in ("a.png", "b.png"):
+        if not (missing and name == "b.png"):
+            Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(tmp_path / "img" / name)
+    ann = {"images": [{"id": 1, "file_name": "a.png", "width": 48, "height": 32},
+                      {"id": 2, "file_name": "b.png", "width": 48, "height": 32}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [1, 1, 10, 10]}],
+           "categories": [{"id": 1, "name": "cup"}, {"id": 2, "name": "pen"}, {"id": 3, "name": "box"}]}
+    (tmp_path / "ann.json").write_text(json.dumps(ann))
+    config = tmp_path / "coco.yaml"
+    # data.train switches from the base's synthetic type to coco: the base's options do not follow
+    config.write_text(TINY.format(base=ROCK).replace(
+        "  train: {type: synthetic, split: train, size: 4, seed: 0}\n  val: {type: synthetic, split: val, size: 2, seed: 0}",
+        f"  train: {{type: coco, ann_file: {tmp_path / 'ann.json'}, images: {tmp_path / 'img'}}}\n  val: null"))
+    return config
+
+
+def test_coco_missing_image_is_found_before_the_run_directory(tmp_path, capsys):
+    config = _coco_config(tmp_path, missing=True)
+    assert cli(["train", str(config), "--out", str(tmp_path / "run")]) == 2
+    one_line_error(capsys, "b.png: image 2 of", "is missing")
+    assert not (tmp_path / "run").exists()
+
+
+def test_coco_classes_must_fit_the_model_before_the_run_directory(tmp_path, capsys):
+    config = _coco_config(tmp_path)
+    assert cli(["train", str(config), "--out", str(tmp_path / "run")]) == 2
+    one_line_error(capsys, "model.tasks.detection.num_classes is 11 but the data of split 'train' has 3 classes")
+    assert not (tmp_path / "run").exists()
+    # with the data's classes it trains
+    assert cli(["train", str(config), "--out", str(tmp_path / "run"), "-o", "model.tasks.detection.num_classes=3",
+                "-o", "model.tasks.detection.class_names=[cup,pen,box]"]) == 0
+    assert (tmp_path / "run" / "last.pt").is_file()

@@ -98,7 +98,8 @@ def test_postprocess_options_have_one_home_the_eval_section():
     # the eval values reach the model
     from mtlkit import build_model
 
-    cfg = load_config(ROCK, ["eval.iou_threshold=0.3", "eval.top_k=17", "data.image_size=[64,96]"])
+    cfg = load_config(ROCK, ["eval.iou_threshold=0.3", "eval.top_k=17", "data.image_size=[64,96]",
+                             "model.backbone.weights=null"])
     det = build_model(cfg).tasks["detection"]
     assert det.options["iou_threshold"] == 0.3 and det.options["top_k"] == 17
 

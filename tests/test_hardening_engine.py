@@ -22,7 +22,8 @@ from test_engine_fakes import ENGINE_CFG, FakeModel, fake_parts
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROCK = os.path.join(ROOT, "configs", "synthetic", "rock.yaml")
 SSD = os.path.join(ROOT, "configs", "synthetic", "ssd.yaml")
-SMALL = ["data.image_size=[64,96]"]
+# small images, and no pre-trained backbone weights (the tests need none)
+SMALL = ["data.image_size=[64,96]", "model.backbone.weights=null"]
 
 
 def cfg_with(**train_options):
@@ -138,8 +139,8 @@ def test_refused_runs_leave_no_run_directory(tmp_path):
     for i, override in enumerate(["data.batch_size=0", "model.tasks.detection.num_classes=0",
                                   "model.tasks.detection.num_classes=5"]):
         out = tmp_path / f"run{i}"
-        assert cli(["train", ROCK, "--out", str(out), "-o", override, "-o", "train.iters=1",
-                    "-o", "data.image_size=[64,96]"]) == 2, override
+        args = [a for o in [override, "train.iters=1", *SMALL] for a in ("-o", o)]
+        assert cli(["train", ROCK, "--out", str(out), *args]) == 2, override
         assert not out.exists(), override
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
