@@ -88,11 +88,14 @@ def _previous_row(stem: str, stems: Sequence[str]) -> Optional[str]:
     return "rock" if stem.startswith("rock") and "rock" in stems else None
 
 
-def _fmt(stat: Optional[Dict[str, Any]], signed: bool = False, scale: float = 1.0) -> str:
+def _fmt(stat: Optional[Dict[str, Any]], signed: bool = False, scale: float = 1.0,
+         digits: Optional[int] = 1) -> str:
+    """``mean ± std (positive/n)``; ``digits=None``: 1 decimal from 1 up, else 3."""
     if not stat or not stat.get("n"):
         return "–"
     mean, std = stat["mean"] * scale, stat["std"] * scale
-    digits = 1 if abs(mean) >= 1.0 or mean == 0.0 else 3
+    if digits is None:
+        digits = 1 if abs(mean) >= 1.0 or mean == 0.0 else 3
     text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
     if stat["n"] > 1:
         text += f" ± {std:.{digits}f}"
@@ -132,7 +135,7 @@ def format_markdown(summary: Dict[str, Any], info: Dict[str, Any]) -> str:
                   "| Model | " + " | ".join(t for _, t, _ in present) + " | train s / run |",
                   "|---" * (len(present) + 2) + "|"]
         for entry in summary.values():
-            cells = [_fmt(entry["auxiliary"].get(k), scale=scale) for k, _, scale in present]
+            cells = [_fmt(entry["auxiliary"].get(k), scale=scale, digits=None) for k, _, scale in present]
             lines.append(f"| {entry['label']} | " + " | ".join(cells) + f" | {_fmt(entry['train_seconds'])} |")
     return "\n".join(lines) + "\n"
 

@@ -11,16 +11,19 @@ seeded), so the numbers do not depend on how many run side by side. Ctrl-C
 (SIGINT to the process group) makes each running trainer save a checkpoint
 and stop; the next invocation resumes them.
 
-The worker entry point is ``python -m mtlkit.engine.ablation.runner RUN_DIR``.
+Each run is ``python -m mtlkit.engine.ablation.worker RUN_DIR``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -41,7 +44,7 @@ class RunFailed(MtlkitError):
 # ----------------------------------------------------------------------------
 # the parent side
 # ----------------------------------------------------------------------------
-def _read_json(path: str) -> Optional[Dict[str, Any]]:
+def read_json(path: str) -> Optional[Dict[str, Any]]:
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
@@ -51,7 +54,7 @@ def _read_json(path: str) -> Optional[Dict[str, Any]]:
 
 def finished_result(run: Run) -> Optional[Dict[str, Any]]:
     """The run's record when it finished with the same fingerprint."""
-    result = _read_json(os.path.join(run.run_dir, RESULT_FILE))
+    result = read_json(os.path.join(run.run_dir, RESULT_FILE))
     if result is not None and result.get("fingerprint") == run.fingerprint:
         return result["record"]
     return None
@@ -61,7 +64,7 @@ def prepare_run_dir(run: Run, note) -> None:
     """Write ``ablate_run.json``; a directory left by other settings is cleared
     first (its checkpoint cannot continue this run)."""
     path = os.path.join(run.run_dir, RUN_FILE)
-    previous = _read_json(path)
+    previous = read_json(path)
     if os.path.isdir(run.run_dir) and (previous is None or previous.get("fingerprint") != run.fingerprint):
         if os.listdir(run.run_dir):
             note(f"{run.name}: the settings changed since it ran; training it again")
@@ -121,47 +124,28 @@ def run_all(runs: Sequence[Run], jobs: int, progress: bool = True, note=print) -
     total = sum(r.iters for r in todo)
     bar = tqdm(total=total, unit="it", desc=f"runs 0/{len(todo)}", disable=not progress,
                dynamic_ncols=True, smoothing=0.05)
+    finished = {"iters": 0}  # iterations of the runs finished in this invocation
     waiting = list(todo)
     running: Dict[str, Any] = {}
-    finished_iters, failures = 0, []
+    failures: List[str] = []
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    interrupted = False
     try:
-        while waiting or running:
-            while waiting and len(running) < jobs:
-                run = waiting.pop(0)
-                log = open(os.path.join(run.run_dir, LOG_FILE), "ab")
-                proc = subprocess.Popen([sys.executable, "-m", "mtlkit.engine.ablation.runner", run.run_dir],
-                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=env)
-                running[run.name] = (run, proc, log)
-            time.sleep(0.5)
-            status = []
-            for name, (run, proc, log) in list(running.items()):
-                if proc.poll() is None:
-                    p = _progress_of(run)
-                    status.append((run, p))
-                    continue
-                log.close()
-                del running[name]
-                finished_iters += run.iters
-                record = finished_result(run)
-                if proc.returncode != 0 or record is None:
-                    failures.append(f"{run.name} (exit {proc.returncode}; see "
-                                    f"{os.path.join(run.run_dir, LOG_FILE)})")
-                    if bar is not None:
-                        bar.write(f"mtlkit ablate: run {failures[-1]} failed", file=sys.stderr)
-                else:
-                    records[run.name] = record
-            done = len(todo) - len(waiting) - len(running)
-            bar.n = finished_iters + sum(p["iter"] for _, p in status)
-            bar.set_description(f"runs {done}/{len(todo)}", refresh=False)
-            bar.set_postfix_str("  ".join(
-                f"{run.name} {p['iter']}/{run.iters}" + (f" loss {p['loss']:.2f}" if "loss" in p else "")
-                for run, p in status), refresh=False)
-            bar.refresh()
+        with _terminate_as_interrupt():
+            while waiting or running:
+                interrupted = _step(waiting, running, jobs, env, records, failures, bar, todo,
+                                    finished, interrupted)
+                if interrupted and not running:
+                    raise KeyboardInterrupt
     except KeyboardInterrupt:
-        # The children got the SIGINT too (same process group): let them save.
+        # A Ctrl-C in a terminal reaches the children too (same process group);
+        # a signal to this process alone is passed on. SIGTERM, not a second
+        # SIGINT: the trainer saves on the first of either, a second SIGINT
+        # would stop it at once.
         deadline = time.time() + 120
+        for run, proc, log in running.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
         for run, proc, log in running.values():
             try:
                 proc.wait(timeout=max(1.0, deadline - time.time()))
@@ -177,88 +161,57 @@ def run_all(runs: Sequence[Run], jobs: int, progress: bool = True, note=print) -
     return records
 
 
-# ----------------------------------------------------------------------------
-# the worker side
-# ----------------------------------------------------------------------------
-def _scalars(figures: Dict[str, Any]) -> Dict[str, float]:
-    return {k: float(v) for k, v in figures.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and "/" not in k}
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM to the parent stops the ablation like Ctrl-C (runs save, then stop)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
+    def handler(signum, frame):  # noqa: ANN001
+        raise KeyboardInterrupt
 
-def _primary_task(config: Dict[str, Any]) -> str:
-    from mtlkit.registry import get_registry
-    from mtlkit.task import PRIMARY
-
-    registry = get_registry()
-    for name, options in (config["model"].get("tasks") or {}).items():
-        if options is None:
-            continue
-        kind = options.get("name", name) if isinstance(options, dict) else name
-        if getattr(registry.get("task", kind), "role", None) == PRIMARY:
-            return name
-    raise MtlkitError("the config has no primary task")
-
-
-def record_of(run_info: Dict[str, Any], metrics: Dict[str, Dict[str, Any]], seconds: float,
-              images_per_s: Optional[float]) -> Dict[str, Any]:
-    """The run's row of ``ablation.json``: model, seed, data_seed, AP, AP50,
-    AP75 (fractions), the auxiliary metrics as ``task/metric``, iters,
-    train_seconds."""
-    config = run_info["config"]
-    primary = _primary_task(config)
-    main = metrics.get(primary, {})
-    record: Dict[str, Any] = {"model": run_info["model"], "seed": run_info["seed"],
-                              "data_seed": run_info["data_seed"]}
-    for key in ("AP", "AP50", "AP75"):
-        record[key] = float(main[key]) if key in main else float("nan")
-    for task, figures in metrics.items():
-        if task != primary and isinstance(figures, dict):
-            record.update({f"{task}/{k}": v for k, v in _scalars(figures).items()})
-    record.update(iters=int(config["train"]["iters"]), train_seconds=round(seconds, 2),
-                  images_per_s=images_per_s)
-    return record
-
-
-def _train_time(run_dir: str) -> tuple:
-    """(seconds spent in training steps, images per second), summed over the
-    logged windows of metrics.jsonl (so a resumed run counts every part once)."""
-    seconds, images = 0.0, 0
+    previous = signal.signal(signal.SIGTERM, handler)
     try:
-        with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return 0.0, None
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except ValueError:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _step(waiting: List[Run], running: Dict[str, Any], jobs: int, env: Dict[str, str],
+          records: Dict[str, Dict[str, Any]], failures: List[str], bar, todo: Sequence[Run],
+          finished: Dict[str, int], interrupted: bool) -> bool:
+    """Start runs while slots are free (unless interrupted), collect the
+    finished ones, refresh the progress bar. Returns whether a run was
+    interrupted (exit 130: a signal reached it but not this process)."""
+    while waiting and len(running) < jobs and not interrupted:
+        run = waiting.pop(0)
+        log = open(os.path.join(run.run_dir, LOG_FILE), "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "mtlkit.engine.ablation.worker", run.run_dir],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        running[run.name] = (run, proc, log)
+    time.sleep(0.5)
+    status = []
+    for name, (run, proc, log) in list(running.items()):
+        if proc.poll() is None:
+            status.append((run, _progress_of(run)))
             continue
-        if rec.get("event") == "train" and rec.get("seconds"):
-            seconds += float(rec["seconds"])
-            images += int(rec.get("images") or 0)
-    return seconds, (images / seconds if seconds > 0 else None)
-
-
-def work(run_dir: str) -> int:
-    """Train (or resume) the run of ``run_dir``, evaluate it on the test split,
-    write ``result.json``."""
-    from mtlkit.engine.trainer import CHECKPOINT_NAME, train
-
-    info = _read_json(os.path.join(run_dir, RUN_FILE))
-    if info is None:
-        raise MtlkitError(f"{run_dir}: no readable {RUN_FILE}")
-    resume = os.path.isfile(os.path.join(run_dir, CHECKPOINT_NAME))
-    start = time.time()
-    metrics = train(info["config"], run_dir, resume=resume)
-    wall = time.time() - start
-    seconds, rate = _train_time(run_dir)
-    record = record_of(info, metrics, seconds or wall, rate)
-    with atomic_write(os.path.join(run_dir, RESULT_FILE), "w", encoding="utf-8") as handle:
-        json.dump({"fingerprint": info["fingerprint"], "record": record}, handle, indent=2)
-    return 0
-
-
-if __name__ == "__main__":
-    from mtlkit.cli import run_guarded
-
-    raise SystemExit(run_guarded(lambda: work(sys.argv[1])))
+        log.close()
+        del running[name]
+        record = finished_result(run)
+        if proc.returncode == 130:
+            interrupted = True
+        elif proc.returncode != 0 or record is None:
+            failures.append(f"{run.name} (exit {proc.returncode}; see {os.path.join(run.run_dir, LOG_FILE)})")
+            bar.write(f"mtlkit ablate: run {failures[-1]} failed", file=sys.stderr)
+        else:
+            records[run.name] = record
+            finished["iters"] += run.iters
+    done = len(todo) - len(waiting) - len(running)
+    bar.n = finished["iters"] + sum(p["iter"] for _, p in status)
+    bar.set_description(f"runs {done}/{len(todo)}", refresh=False)
+    bar.set_postfix_str("  ".join(
+        f"{run.name} {p['iter']}/{run.iters}" + (f" loss {p['loss']:.2f}" if "loss" in p else "")
+        for run, p in status), refresh=False)
+    bar.refresh()
+    return interrupted

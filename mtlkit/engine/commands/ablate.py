@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training iterations per run (default: the configs' train.iters)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke test: tiny splits and {QUICK_ITERS} iterations (not a result)")
+    parser.add_argument("--data-dir", default=None,
+                        help="where the rendered splits are kept, shareable between ablations "
+                             "(default: OUT/data)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                         help="config override applied to every row (repeatable)")
@@ -87,7 +90,8 @@ def main(args: argparse.Namespace) -> int:
     start = time.time()
     os.makedirs(args.out, exist_ok=True)
     note(f"{len(rows)} rows x {len(args.seeds)} seeds = {len(runs)} runs, {jobs} at a time")
-    prepare_data(runs, os.path.join(args.out, "data"), workers=jobs, progress=not args.no_progress)
+    data_dir = args.data_dir if args.data_dir is not None else os.path.join(args.out, "data")
+    prepare_data(runs, data_dir, workers=jobs, progress=not args.no_progress)
     records_by_name = run_all(runs, jobs, progress=not args.no_progress, note=note)
     records = [records_by_name[run.name] for run in runs]
     data_seeds = sorted({str(r.data_seed) for r in runs})
