@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "common/box_math.h"
-#include "common/torch_utils.h"
+#include "common/op_checks.h"
 
 namespace mtlkit {
 namespace {
@@ -36,10 +36,9 @@ void box_iou_impl(const T* a, int64_t n, const T* b, int64_t m, T* out) {
 }
 
 at::Tensor box_iou_cpu(const at::Tensor& a_in, const at::Tensor& b_in) {
-  check_same_device(a_in, "a", b_in, "b");
-  const auto dt = compute_dtype({to_compute(a_in), to_compute(b_in)});
-  const auto a = check_boxes(a_in, "a", 2, dt);
-  const auto b = check_boxes(b_in, "b", 2, dt);
+  const auto in = check_box_iou_inputs(a_in, b_in);
+  const auto &a = in.a, &b = in.b;
+  const auto dt = in.dtype;
   auto out = at::empty({a.size(0), b.size(0)}, a.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(dt, "mtlkit_box_iou", [&] {

@@ -2,7 +2,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "common/torch_utils.h"
+#include "common/op_checks.h"
 #include "cpu/nms_cpu.h"
 
 namespace mtlkit {
@@ -55,34 +55,19 @@ at::Tensor batched_nms_impl(const at::Tensor& boxes, const at::Tensor& scores, c
   return at::tensor(keep, at::TensorOptions().dtype(at::kLong));
 }
 
-void check_nms_inputs(const at::Tensor& boxes, const at::Tensor& scores) {
-  TORCH_CHECK_VALUE(boxes.dim() == 2 && boxes.size(1) == 4, "boxes: expected shape (N, 4), got ", boxes.sizes());
-  TORCH_CHECK_VALUE(scores.dim() == 1 && scores.size(0) == boxes.size(0), "scores: expected shape (",
-                    boxes.size(0), ",) to match boxes, got ", scores.sizes());
-  check_same_device(boxes, "boxes", scores, "scores");
-}
-
 at::Tensor nms_cpu(const at::Tensor& boxes_in, const at::Tensor& scores_in, double iou_threshold) {
-  check_nms_inputs(boxes_in, scores_in);
-  const auto dt = compute_dtype({to_compute(boxes_in), to_compute(scores_in)});
-  const auto boxes = check_boxes(boxes_in, "boxes", 2, dt);
-  const auto scores = to_compute(scores_in).to(dt).contiguous();
+  const auto in = check_nms_inputs(boxes_in, scores_in);
+  const auto &boxes = in.boxes, &scores = in.scores;
+  const auto dt = in.dtype;
   if (boxes.size(0) == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
   return AT_DISPATCH_FLOATING_TYPES(dt, "mtlkit_nms", [&] { return nms_impl<scalar_t>(boxes, scores, iou_threshold); });
 }
 
 at::Tensor batched_nms_cpu(const at::Tensor& boxes_in, const at::Tensor& scores_in, const at::Tensor& idxs_in,
                            double iou_threshold) {
-  check_nms_inputs(boxes_in, scores_in);
-  TORCH_CHECK_VALUE(idxs_in.dim() == 1 && idxs_in.size(0) == boxes_in.size(0), "idxs: expected shape (",
-                    boxes_in.size(0), ",) to match boxes, got ", idxs_in.sizes());
-  TORCH_CHECK_TYPE(at::isIntegralType(idxs_in.scalar_type(), /*includeBool=*/false),
-                   "idxs: expected an integer tensor, got ", idxs_in.scalar_type());
-  check_same_device(boxes_in, "boxes", idxs_in, "idxs");
-  const auto dt = compute_dtype({to_compute(boxes_in), to_compute(scores_in)});
-  const auto boxes = check_boxes(boxes_in, "boxes", 2, dt);
-  const auto scores = to_compute(scores_in).to(dt).contiguous();
-  const auto idxs = idxs_in.to(at::kLong).contiguous();
+  const auto in = check_nms_inputs(boxes_in, scores_in, &idxs_in);
+  const auto &boxes = in.boxes, &scores = in.scores, &idxs = in.idxs;
+  const auto dt = in.dtype;
   if (boxes.size(0) == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
   return AT_DISPATCH_FLOATING_TYPES(
       dt, "mtlkit_batched_nms", [&] { return batched_nms_impl<scalar_t>(boxes, scores, idxs, iou_threshold); });

@@ -3,18 +3,15 @@
 #include <torch/library.h>
 
 #include "common/box_math.h"
-#include "common/torch_utils.h"
+#include "common/op_checks.h"
 
 namespace mtlkit {
 namespace {
 
 at::Tensor ssd_decode_cpu(const at::Tensor& loc_in, const at::Tensor& priors_in, double v0, double v1) {
-  check_same_device(loc_in, "loc", priors_in, "priors");
-  const auto dt = compute_dtype({to_compute(loc_in), to_compute(priors_in)});
-  const auto priors = check_boxes(priors_in, "priors", 2, dt);
-  TORCH_CHECK_VALUE(loc_in.dim() >= 2 && loc_in.size(-1) == 4 && loc_in.size(-2) == priors.size(0),
-                    "loc: expected shape (..., ", priors.size(0), ", 4) to match priors, got ", loc_in.sizes());
-  const auto loc = check_boxes(loc_in, "loc", loc_in.dim(), dt);
+  const auto in = check_decode_inputs(loc_in, priors_in);
+  const auto &loc = in.loc, &priors = in.priors;
+  const auto dt = in.dtype;
   auto out = at::empty_like(loc);
   const int64_t total = loc.numel() / 4, P = priors.size(0);
   if (total == 0) return out;

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "common/box_math.h"
-#include "common/torch_utils.h"
+#include "common/op_checks.h"
 
 namespace mtlkit {
 namespace {
@@ -102,18 +102,9 @@ void ssd_match_impl(const T* gt, const int64_t* gl, const int64_t* off, int64_t 
 std::tuple<at::Tensor, at::Tensor> ssd_match_cpu(const at::Tensor& gt_boxes_in, const at::Tensor& gt_labels_in,
                                                  const at::Tensor& gt_offsets_in, const at::Tensor& priors_in,
                                                  double iou_threshold, double v0, double v1) {
-  check_same_device(gt_boxes_in, "gt_boxes", priors_in, "priors");
-  check_same_device(gt_labels_in, "gt_labels", priors_in, "priors");
-  check_same_device(gt_offsets_in, "gt_offsets", priors_in, "priors");
-  const auto dt = to_compute(priors_in).scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const auto priors = check_boxes(priors_in, "priors", 2, dt);
-  const auto gt = check_boxes(gt_boxes_in, "gt_boxes", 2, dt);
-  TORCH_CHECK_VALUE(gt_labels_in.dim() == 1 && gt_labels_in.size(0) == gt.size(0), "gt_labels: expected shape (",
-                    gt.size(0), ",) to match gt_boxes, got ", gt_labels_in.sizes());
-  TORCH_CHECK_VALUE(gt_offsets_in.dim() == 1 && gt_offsets_in.size(0) >= 1,
-                    "gt_offsets: expected shape (B + 1,), got ", gt_offsets_in.sizes());
-  const auto labels_in = gt_labels_in.to(at::kLong).contiguous();
-  const auto off = gt_offsets_in.to(at::kLong).contiguous();
+  const auto in = check_match_inputs(gt_boxes_in, gt_labels_in, gt_offsets_in, priors_in);
+  const auto &priors = in.priors, &gt = in.gt, &labels_in = in.labels, &off = in.offsets;
+  const auto dt = in.dtype;
   const int64_t B = off.size(0) - 1, P = priors.size(0), G = gt.size(0);
   const int64_t* o = off.data_ptr<int64_t>();
   TORCH_CHECK_VALUE(o[0] == 0 && o[B] == G, "gt_offsets: expected to start at 0 and end at ", G, " (gt count)");

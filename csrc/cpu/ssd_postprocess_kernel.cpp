@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "common/box_math.h"
-#include "common/torch_utils.h"
+#include "common/op_checks.h"
 #include "cpu/nms_cpu.h"
 
 namespace mtlkit {
@@ -93,18 +93,10 @@ void postprocess_image(const T* prob, const T* loc, const T* pri, int64_t P, int
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssd_postprocess_cpu(
     const at::Tensor& loc_in, const at::Tensor& conf_in, const at::Tensor& priors_in, double score_threshold,
     double iou_threshold, int64_t top_k, int64_t max_detections, double v0, double v1) {
-  check_same_device(loc_in, "loc", conf_in, "conf");
-  check_same_device(loc_in, "loc", priors_in, "priors");
-  TORCH_CHECK_TYPE(at::isFloatingType(conf_in.scalar_type()), "conf: expected a floating point tensor, got ",
-                   conf_in.scalar_type());
-  const auto dt = compute_dtype({to_compute(loc_in), to_compute(conf_in), to_compute(priors_in)});
-  const auto loc = check_boxes(loc_in, "loc", 3, dt);
-  const auto priors = check_boxes(priors_in, "priors", 2, dt);
-  const int64_t B = loc.size(0), P = loc.size(1);
-  TORCH_CHECK_VALUE(priors.size(0) == P, "priors: expected shape (", P, ", 4) to match loc, got ", priors.sizes());
-  TORCH_CHECK_VALUE(conf_in.dim() == 3 && conf_in.size(0) == B && conf_in.size(1) == P && conf_in.size(2) >= 1,
-                    "conf: expected shape (", B, ", ", P, ", C) to match loc, got ", conf_in.sizes());
-  const int64_t C = conf_in.size(2);
+  const auto in = check_postprocess_inputs(loc_in, conf_in, priors_in);
+  const auto &loc = in.loc, &priors = in.priors;
+  const auto dt = in.dtype;
+  const int64_t B = in.B, P = in.P, C = in.C;
   const auto probs = at::softmax(to_compute(conf_in).to(dt), -1).contiguous();
   auto counts = at::zeros({B}, loc.options().dtype(at::kLong));
   return AT_DISPATCH_FLOATING_TYPES(dt, "mtlkit_ssd_postprocess", [&] {
