@@ -14,13 +14,18 @@ Run: ``python -m pytest benchmarks/test_eval.py -s``  (prints the ratio)
 import contextlib
 import copy
 import io
+import os
+import sys
 import time
 
 import numpy as np
 import pytest
 
 from mtlkit.metrics import coco_map
-from mtlkit.metrics.synthetic import make_detection_set
+
+# the random COCO sets are a test helper (tests/_coco_sets.py), not part of the package
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from _coco_sets import make_detection_set  # noqa: E402
 
 pytest.importorskip("pytest_benchmark")
 pycocotools = pytest.importorskip("pycocotools")

@@ -41,7 +41,7 @@ import pytest
 import torch
 
 from mtlkit.config import load_config
-from mtlkit.model import build_model
+from mtlkit.models.compose import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ("ssd", "rock", "rock_light")

@@ -13,7 +13,7 @@ __all__ = ["__version__", "hookimpl", "MtlkitError", "ConfigError", "DataError",
 
 
 def build_model(cfg):
-    """Build a multi-task model from a config path or dict (see :mod:`mtlkit.model`)."""
-    from mtlkit.model import build_model as _build
+    """Build a multi-task model from a config path or dict (see :mod:`mtlkit.models.compose`)."""
+    from mtlkit.models.compose import build_model as _build
 
     return _build(cfg)

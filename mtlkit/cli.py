@@ -1,7 +1,7 @@
 """The ``mtlkit`` command line (also ``python -m mtlkit``).
 
-Each command lives in its own module exposing ``add_arguments(parser)`` and
-``main(args) -> int``; this file only wires them together and turns errors a
+Each command lives in its own module of :mod:`mtlkit.commands` exposing
+``add_arguments(parser)`` and ``main(args) -> int``; this file only wires them together and turns errors a
 user can cause (:class:`mtlkit.errors.MtlkitError`) into one line on stderr
 and exit status 2. ``--debug`` shows the traceback instead.
 """
@@ -19,14 +19,15 @@ from mtlkit.errors import MtlkitError
 
 #: command -> (module, one-line help)
 COMMANDS = {
-    "train": ("mtlkit.engine.commands.train", "train a model from a config"),
-    "eval": ("mtlkit.engine.commands.evaluate", "evaluate a checkpoint on a dataset"),
-    "detect": ("mtlkit.engine.commands.detect", "run a checkpoint on images and draw predictions"),
+    "train": ("mtlkit.commands.train", "train a model from a config"),
+    "eval": ("mtlkit.commands.evaluate", "evaluate a checkpoint on a dataset"),
+    "detect": ("mtlkit.commands.detect", "run a checkpoint on images and draw predictions"),
+    # (its module moves to mtlkit.commands.ablate with the ablation package)
     "ablate": ("mtlkit.engine.commands.ablate", "reproduce the paper's ablation on a dataset"),
     "pretrain": ("mtlkit.pretrain", "pre-train a backbone on RGB-only synthetic labels (scene, crops)"),
     "bench": ("mtlkit.commands.bench", "run the benchmark suites"),
     "plugins": ("mtlkit.commands.plugins", "list registered plugins and their distributions"),
-    "data": ("mtlkit.data.cli", "prepare datasets (synthetic rooms, NYUv2)"),
+    "data": ("mtlkit.commands.data", "prepare datasets (synthetic rooms, NYUv2)"),
 }
 
 

@@ -11,14 +11,19 @@ validates the result against the schema:
 * each plugin's ``defaults`` (option -> default) for the options of the
   component selected by name (backbone, fusion, weighting, each task, each
   dataset by ``type``);
-* the engine's ``TRAIN_DEFAULTS`` / ``EVAL_DEFAULTS`` and the data
-  transforms' defaults, where those modules provide them.
+* the engine's ``train`` / ``eval`` schema (:func:`section_schema`: the
+  eval section also holds the primary task's post-processing options) and
+  the data transforms' defaults.
+
+This is the one validation pass: what :func:`validate_config` returns is
+built as it is (:func:`mtlkit.build_model`, :func:`mtlkit.data.build_split`,
+the engine) without being checked again.
 
 An unknown key or plugin name fails with one line naming it and the closest
 valid ones ("did you mean 'residual'?"); a wrong type names the field and the
 expected type. Component entries may be written as a bare name (``fusion:
 residual``) and are normalised to ``{"name": "residual"}``; a task set to
-``null`` or ``false`` in ``model.tasks`` is dropped (``-o model.tasks.depth=null``).
+``null`` or ``false`` in ``model.tasks`` is dropped (``-o model.tasks.<name>=null``).
 """
 
 from __future__ import annotations
@@ -27,13 +32,13 @@ import copy
 import math
 import os
 import re
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import yaml
 
 from mtlkit.errors import ConfigError
 from mtlkit.registry import RegistryError, did_you_mean, get_registry
-from mtlkit.utils.io import atomic_write
+from mtlkit.utils.io import atomic_write, plain
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -210,16 +215,7 @@ def load_config(
 def save_config(cfg: Mapping[str, Any], path: PathLike) -> None:
     """Write the resolved config as YAML, atomically."""
     with atomic_write(path, "w", encoding="utf-8") as handle:
-        yaml.safe_dump(_plain(cfg), handle, sort_keys=False, default_flow_style=None)
-
-
-def _plain(value: Any) -> Any:
-    """Tuples -> lists so that safe_dump writes plain YAML."""
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+        yaml.safe_dump(plain(cfg), handle, sort_keys=False, default_flow_style=None)
 
 
 # ----------------------------------------------------------------------------
@@ -381,22 +377,57 @@ def _check_component(spec: Any, kind: str, where: str, name_key: str = "name") -
     spec = component(spec, where, name_key)
     obj = _lookup(kind, spec[name_key], f"{where}.{name_key}" if name_key != "name" else where)
     defaults = dict(getattr(obj, "defaults", None) or {})
+    if kind == "dataset":
+        defaults.setdefault("label_subset", None)  # every dataset's (mtlkit.data.build_dataset)
     options = {k: v for k, v in spec.items() if k != name_key}
     check_options(options, defaults, where, getattr(obj, "choices", None))
     return spec
 
 
-def _optional_defaults(module: str, attr: str) -> Optional[Any]:
-    """A schema provided by another module, or None while it does not exist."""
-    import importlib
+class SectionSchema(NamedTuple):
+    """What validation checks a ``train`` / ``eval`` section against."""
 
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            return None
-        raise
-    return getattr(mod, attr, None)
+    defaults: Dict[str, Any]
+    choices: Dict[str, Sequence[Any]]
+    ranges: Dict[str, str]
+
+
+def _primary_task_classes(model: Any) -> List[type]:
+    """The primary task class(es) a config's model section selects; without
+    one (no model section, or its tasks unknown), every registered primary."""
+    from mtlkit.task import PRIMARY
+
+    registry = get_registry()
+    tasks = model.get("tasks") if isinstance(model, Mapping) else None
+    names = [n for n, o in tasks.items() if o is not None and o is not False] \
+        if isinstance(tasks, Mapping) else []
+    classes = [registry.get("task", n) for n in names if ("task", n) in registry]
+    primaries = [c for c in classes if getattr(c, "role", None) == PRIMARY]
+    if not primaries:
+        primaries = [c for c in (registry.get("task", n) for n in registry.names("task"))
+                     if getattr(c, "role", None) == PRIMARY]
+    return primaries
+
+
+def section_schema(section: str, model: Any = None) -> SectionSchema:
+    """The schema of the ``train`` or ``eval`` section: the engine's
+    (:mod:`mtlkit.engine.schema`), and for ``eval`` also the post-processing
+    options of the model's primary task (:attr:`mtlkit.task.Task.postprocess_options`,
+    with that task's defaults and ranges): the eval section is their one home."""
+    from mtlkit.engine import schema
+
+    if section == "train":
+        return SectionSchema(schema.TRAIN_DEFAULTS, schema.TRAIN_CHOICES, schema.TRAIN_RANGES)
+    defaults, choices, ranges = dict(schema.EVAL_DEFAULTS), dict(schema.EVAL_CHOICES), dict(schema.EVAL_RANGES)
+    for cls in _primary_task_classes(model):
+        task_defaults = getattr(cls, "defaults", None) or {}
+        for key in getattr(cls, "postprocess_options", ()) or ():
+            defaults.setdefault(key, task_defaults.get(key))
+            if key in (getattr(cls, "ranges", None) or {}):
+                ranges.setdefault(key, cls.ranges[key])
+            if key in (getattr(cls, "choices", None) or {}):
+                choices.setdefault(key, cls.choices[key])
+    return SectionSchema(defaults, choices, ranges)
 
 
 def validate_config(cfg: Mapping[str, Any]) -> Dict[str, Any]:
@@ -413,39 +444,40 @@ def validate_config(cfg: Mapping[str, Any]) -> Dict[str, Any]:
     if model is not None:
         if not isinstance(model, Mapping):
             raise ConfigError(f"model: expected a mapping, got {_describe(model)}")
-        block_defaults = _optional_defaults("mtlkit.models.rock", "BLOCK_DEFAULTS")
+        from mtlkit.models.rock import RockBlock
+
         model_keys = {"backbone": None, "fusion": None, "weighting": None, "tasks": {},
-                      "block": block_defaults if block_defaults is not None else {}}
+                      "block": RockBlock.defaults}
         check_options({k: None for k in model}, model_keys, "model")
         for key, kind in MODEL_COMPONENTS.items():
             if model.get(key) is not None:
                 model[key] = _check_component(model[key], kind, f"model.{key}")
-        if model.get("block") is not None and block_defaults is not None:
-            check_options(model["block"], block_defaults, "model.block")
+        if model.get("block") is not None:
+            check_options(model["block"], RockBlock.defaults, "model.block", RockBlock.choices)
         tasks = model.get("tasks") or {}
         if not isinstance(tasks, Mapping):
             raise ConfigError(f"model.tasks: expected a mapping task name -> options, got {_describe(tasks)}")
         kept = {}
         for name, options in tasks.items():
             if options is None or options is False:
-                continue  # dropped, e.g. by -o model.tasks.depth=null
+                continue  # dropped, e.g. by -o model.tasks.<name>=null
             if options is True:
                 options = {}
             task_cls = _lookup("task", name, f"model.tasks.{name}")
             defaults = {**COMMON_DEFAULTS, **(getattr(task_cls, "defaults", None) or {})}
             if isinstance(options, dict) and getattr(task_cls, "role", None) == PRIMARY:
-                _refuse_postprocess_options(options, name)
+                _refuse_postprocess_options(options, name, getattr(task_cls, "postprocess_options", ()))
             check_options(options, defaults, f"model.tasks.{name}", getattr(task_cls, "choices", None))
-            check_ranges(options, {"num_classes": ">= 1"}, f"model.tasks.{name}")
+            check_ranges(options, {"num_classes": ">= 1", **(getattr(task_cls, "ranges", None) or {})},
+                         f"model.tasks.{name}")
             kept[name] = dict(options)
         model["tasks"] = kept
 
     data = cfg.get("data")
     if data is not None:
-        augment_defaults = _optional_defaults("mtlkit.data.transforms", "AUGMENT_DEFAULTS")
-        data_defaults = dict(DATA_DEFAULTS)
-        if augment_defaults is not None:
-            data_defaults["augment"] = augment_defaults
+        from mtlkit.data.transforms import AUGMENT_DEFAULTS
+
+        data_defaults = {**DATA_DEFAULTS, "augment": AUGMENT_DEFAULTS}
         if not isinstance(data, Mapping):
             raise ConfigError(f"data: expected a mapping, got {_describe(data)}")
         # The splits are checked by their dataset plugin below; here only their names.
@@ -460,24 +492,19 @@ def validate_config(cfg: Mapping[str, Any]) -> Dict[str, Any]:
             raise ConfigError(f"data.image_size: expected [height, width] positive integers, got {size!r}")
         check_ranges(data, DATA_RANGES, "data")
 
-    for section, attr in (("train", "TRAIN_DEFAULTS"), ("eval", "EVAL_DEFAULTS")):
+    for section in ("train", "eval"):
         if cfg.get(section) is None:
             continue
-        defaults = _optional_defaults("mtlkit.engine.schema", attr)
-        if defaults is None:
-            continue
-        choices = _optional_defaults("mtlkit.engine.schema", attr.replace("DEFAULTS", "CHOICES"))
-        check_options(cfg[section], defaults, section, choices)
-        ranges = _optional_defaults("mtlkit.engine.schema", attr.replace("DEFAULTS", "RANGES"))
-        check_ranges(cfg[section], ranges or {}, section)
+        schema = section_schema(section, cfg.get("model"))
+        check_options(cfg[section], schema.defaults, section, schema.choices)
+        check_ranges(cfg[section], schema.ranges, section)
     return cfg
 
 
-def _refuse_postprocess_options(options: Mapping[str, Any], task: str) -> None:
-    """The detection post-processing options have one home, the ``eval``
-    section (which always sets them: a copy in the primary task's section
+def _refuse_postprocess_options(options: Mapping[str, Any], task: str, keys: Sequence[str]) -> None:
+    """The primary task's post-processing options (``keys``) have one home,
+    the ``eval`` section (which always sets them: a copy in the task's section
     would be silently replaced)."""
-    keys = _optional_defaults("mtlkit.engine.schema", "POSTPROCESS_KEYS") or ()
     for key in options:
         if key in keys:
             raise ConfigError(f"model.tasks.{task}.{key}: post-processing options are set in the eval "

@@ -15,7 +15,7 @@ predictor, plain flat-MTL head).
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -44,6 +44,27 @@ class Task(abc.ABC):
     role: ClassVar[str] = AUXILIARY
     batch_keys: ClassVar[Tuple[str, ...]] = ()
     defaults: ClassVar[Dict[str, Any]] = {}
+    #: allowed values of string options, e.g. ``{"loss": ("berhu", "huber", "l1")}``
+    choices: ClassVar[Dict[str, Sequence[Any]]] = {}
+    #: number ranges of options checked by the config, e.g. ``{"match_iou": "[0, 1]"}``
+    ranges: ClassVar[Dict[str, str]] = {}
+    #: primary task: the options that are post-processing settings; their one
+    #: home is the config's ``eval`` section (defaults and ranges read from here)
+    postprocess_options: ClassVar[Tuple[str, ...]] = ()
+    #: the option :mod:`mtlkit.commands.detect` replaces by ``--score-threshold``
+    #: when it draws pictures (None: the pictures have no threshold)
+    picture_threshold_option: ClassVar[Optional[str]] = None
+    #: whether :meth:`visualize` draws on the original image (in original
+    #: pixels after :meth:`rescale`) rather than on the network input
+    draws_on_original: ClassVar[bool] = False
+    #: how the task's dense maps move under geometric transforms, by batch key:
+    #: ``"vector"`` = a (3, H, W) unit-vector field whose x component is negated
+    #: by a horizontal flip and which is renormalised after a resize. Other
+    #: maps are resampled as they are (:mod:`mtlkit.data.transforms`).
+    map_kinds: ClassVar[Dict[str, str]] = {}
+    #: name of a task whose ``has`` flags apply when the batch carries none for
+    #: this task (e.g. targets computed from the primary task's boxes)
+    derived_from: ClassVar[Optional[str]] = None
 
     def __init__(self, name: str, options: Optional[Dict[str, Any]] = None):
         self.name = name
@@ -80,6 +101,40 @@ class Task(abc.ABC):
         ``index`` of the batch, or ``None`` when the task has nothing to draw."""
         return None
 
+    # -- what the engine and the commands ask for (all optional) -------------
+    def sample_mask(self, batch: Dict[str, Any], batch_size: int,
+                    device: Optional[torch.device] = None) -> torch.Tensor:
+        """(B,) bool: which samples carry this task's label (:func:`labelled`)."""
+        return labelled(batch, self.name, batch_size, self.derived_from, device)
+
+    def rescale(self, prediction: Any, from_size: Tuple[int, int],
+                to_sizes: Sequence[Tuple[int, int]]) -> Any:
+        """The postprocessed prediction of a batch made at ``from_size`` (H, W)
+        mapped to each sample's own size ``to_sizes[i]`` (e.g. boxes to the
+        original image's pixels). Default: unchanged (dense maps stay at the
+        network size)."""
+        return prediction
+
+    def record(self, prediction: Any, index: int, threshold: Optional[float] = None,
+               class_names: Optional[Sequence[str]] = None) -> Optional[Dict[str, Any]]:
+        """A JSON-able record of sample ``index``'s postprocessed prediction
+        (``mtlkit detect``'s predictions.json), or None; ``threshold`` a
+        score threshold given by the user, ``class_names`` the data's classes
+        (from the checkpoint) for a task without names of its own."""
+        return None
+
+    def results(self, prediction: Any, metas: Sequence[Mapping[str, Any]],
+                image_size: Tuple[int, int]) -> Optional[List[Dict[str, Any]]]:
+        """Records of a postprocessed batch for the run's results file (the
+        primary task's, e.g. COCO results for ``detections.json``), or None
+        when the task writes none. ``metas[i]`` holds ``id`` / ``orig_size``."""
+        return None
+
+    def per_class(self, metric: Any) -> Dict[str, float]:
+        """Per-class figures of this task's merged metric (class name -> value),
+        written as ``per_class_ap`` and plotted; empty when there are none."""
+        return {}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, role={self.role!r}, weight={self.weight})"
 
@@ -112,15 +167,12 @@ class AuxiliaryTask(Task):
       for intensive pooling; 1 means one channel per output).
     * ``is_regression``: used by the ``uncertainty`` weighting (Kendall et al.
       use 1/2 factors for regression losses).
-    * ``derived_from``: name of a task whose ``has`` flags apply when the batch
-      carries none for this task (e.g. a task whose targets are computed from
-      the boxes uses ``"detection"``); ``None``: every sample counts as labelled
-      when ``has`` lacks this task.
+    * ``derived_from`` (see :class:`Task`): e.g. a task whose targets are
+      computed from the boxes names the primary task.
     """
 
     role: ClassVar[str] = AUXILIARY
     is_regression: ClassVar[bool] = False
-    derived_from: ClassVar[Optional[str]] = None
     defaults: ClassVar[Dict[str, Any]] = {"group": 1}
 
     # -- what the block builds --------------------------------------------------
@@ -165,16 +217,26 @@ class AuxiliaryTask(Task):
             nn.Conv2d(hidden, self.out_channels, 1),
         )
 
-    # -- loss helpers -----------------------------------------------------------
-    def sample_mask(self, batch: Dict[str, Any], batch_size: int, device: torch.device) -> torch.Tensor:
-        """(B,) bool: which samples carry this task's label (``batch["has"]``)."""
-        has = batch.get("has") or {}
-        flags = has.get(self.name)
-        if flags is None and self.derived_from is not None:
-            flags = has.get(self.derived_from)
-        if flags is None:
-            return torch.ones(batch_size, dtype=torch.bool, device=device)
-        return torch.as_tensor(flags, dtype=torch.bool, device=device).reshape(batch_size)
+
+def labelled(batch: Mapping[str, Any], task: str, batch_size: int, derived_from: Optional[str] = None,
+             device: Optional[torch.device] = None) -> torch.Tensor:
+    """The one label-present rule, shared by the losses and the metrics.
+
+    (B,) bool: which samples of ``batch`` carry ``task``'s label, read from
+    ``batch["has"][task]``; when the batch has no entry for the task, that of
+    ``derived_from`` (a task whose labels this one's are computed from); when
+    neither, every sample. Raises ``ValueError`` when the flags do not have B
+    entries."""
+    has = batch.get("has") or {}
+    flags = has.get(task)
+    if flags is None and derived_from is not None:
+        flags = has.get(derived_from)
+    if flags is None:
+        return torch.ones(batch_size, dtype=torch.bool, device=device)
+    flags = torch.as_tensor(flags, dtype=torch.bool, device=device).reshape(-1)
+    if flags.numel() != batch_size:
+        raise ValueError(f"batch['has'][{task!r}] has {flags.numel()} entries for a batch of {batch_size}")
+    return flags
 
 
 def zero_loss(prediction: torch.Tensor) -> torch.Tensor:

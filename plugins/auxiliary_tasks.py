@@ -68,7 +68,16 @@ class SceneTask(AuxiliaryTask):
     def new_metric(self) -> Any:
         from mtlkit.metrics import SceneMetric
 
-        return SceneMetric(task=self.name, key=self.batch_keys[0])
+        return SceneMetric(task=self.name, key=self.batch_keys[0], derived_from=self.derived_from)
+
+    def record(self, prediction: Any, index: int, threshold: Optional[float] = None,
+               class_names: Any = None) -> Dict[str, Any]:
+        """``{label, name, score}`` of the most probable scene of sample ``index``."""
+        probs = prediction[index].float()
+        top = int(probs.argmax())
+        names = self.options.get("names")
+        return {"label": top, "name": names[top] if names and top < len(names) else None,
+                "score": round(float(probs[top]), 5)}
 
     def visualize(self, prediction: Any, index: int, sample: Dict[str, Any]) -> Optional[np.ndarray]:
         """A text panel of the top-3 scene classes, the size of the sample's image."""
@@ -159,7 +168,7 @@ class DepthTask(AuxiliaryTask):
         from mtlkit.metrics import DepthMetric
 
         return DepthMetric(task=self.name, key=self.batch_keys[0],
-                           min_depth=float(self.options["min_depth"]))
+                           min_depth=float(self.options["min_depth"]), derived_from=self.derived_from)
 
     def visualize(self, prediction: Any, index: int, sample: Dict[str, Any]) -> Optional[np.ndarray]:
         """Depth colour-mapped over [0, ``vis_max_depth``] metres."""
@@ -199,6 +208,8 @@ class NormalsTask(AuxiliaryTask):
     is_regression = True
     batch_keys = ("normals", "normals_mask")
     defaults = {"group": 128}
+    #: x flips with the image; resized maps are renormalised
+    map_kinds = {"normals": "vector"}
 
     @property
     def out_channels(self) -> int:
@@ -241,7 +252,7 @@ class NormalsTask(AuxiliaryTask):
     def new_metric(self) -> Any:
         from mtlkit.metrics import NormalsMetric
 
-        return NormalsMetric(task=self.name, key=self.batch_keys[0])
+        return NormalsMetric(task=self.name, key=self.batch_keys[0], derived_from=self.derived_from)
 
     def visualize(self, prediction: Any, index: int, sample: Dict[str, Any]) -> Optional[np.ndarray]:
         """Normals RGB-coded as (n + 1) / 2."""

@@ -44,15 +44,23 @@ class DetectionTask(Task):
       ``variances`` (box encoding), ``neg_pos_ratio`` (hard negatives kept
       per positive, per image), ``min_negatives`` (negatives kept in an image
       with no or very few positives), ``loc_weight`` (weight of Smooth-L1).
-    * Post-processing (also set from the config's ``eval`` section):
-      ``score_threshold``, ``iou_threshold`` (NMS), ``top_k`` (per class,
-      before NMS), ``max_detections`` (per image).
+    * Post-processing (:attr:`postprocess_options`: set in the config's
+      ``eval`` section, their one home): ``score_threshold``,
+      ``iou_threshold`` (NMS), ``top_k`` (per class, before NMS),
+      ``max_detections`` (per image).
     * Pictures: ``class_names`` (list of C names, or null for numbers),
       ``vis_score_threshold`` (boxes drawn from this score up).
     """
 
     role = PRIMARY
     batch_keys = ("boxes", "labels")
+    postprocess_options = ("score_threshold", "iou_threshold", "top_k", "max_detections")
+    ranges = {"num_classes": ">= 1", "match_iou": "[0, 1]", "score_threshold": "[0, 1]",
+              "iou_threshold": "[0, 1]", "top_k": ">= 1", "max_detections": ">= 1",
+              "neg_pos_ratio": ">= 0", "min_negatives": ">= 0", "variances": "> 0"}
+    choices = {"extra_norm": ("group", "batch", "none")}
+    picture_threshold_option = "vis_score_threshold"
+    draws_on_original = True
     defaults: Dict[str, Any] = {
         "num_classes": 19,
         "aspect_ratios": [[2], [2, 3], [2, 3], [2, 3], [2], [2]],
@@ -118,10 +126,7 @@ class DetectionTask(Task):
         """MultiBox loss (see :func:`mtlkit.models.ssd.multibox_loss`), masked per
         sample by ``batch["has"]["detection"]`` (all samples when absent)."""
         loc, conf, priors = prediction["loc"], prediction["conf"], prediction["priors"]
-        B = conf.shape[0]
-        mask = (batch.get("has") or {}).get(self.name)
-        mask = (torch.ones(B, dtype=torch.bool) if mask is None
-                else torch.as_tensor(mask, dtype=torch.bool).reshape(B))
+        mask = self.sample_mask(batch, conf.shape[0])
         image_size = tuple(batch["image"].shape[-2:])
         self._check_labels(batch["labels"], mask.tolist())
         boxes, labels = normalised_targets(batch["boxes"], batch["labels"], image_size,
@@ -169,7 +174,56 @@ class DetectionTask(Task):
         from mtlkit.metrics import DetectionMetric
 
         return DetectionMetric(num_classes=self.num_classes, class_names=self.options["class_names"],
-                               task=self.name)
+                               task=self.name, derived_from=self.derived_from)
+
+    def rescale(self, prediction: List[Dict[str, torch.Tensor]], from_size: Tuple[int, int],
+                to_sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, torch.Tensor]]:
+        """Boxes (K, 4) xyxy in pixels of ``from_size`` (H, W) -> pixels of each
+        image's ``to_sizes[i]``; a new list, the input is not changed."""
+        out = []
+        for det, size in zip(prediction, to_sizes):
+            sy = float(size[0]) / float(from_size[0])
+            sx = float(size[1]) / float(from_size[1])
+            boxes = det["boxes"].float()
+            out.append({**det, "boxes": boxes * boxes.new_tensor([sx, sy, sx, sy])})
+        return out
+
+    def record(self, prediction: List[Dict[str, torch.Tensor]], index: int,
+               threshold: Optional[float] = None,
+               class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+        """``{boxes, scores, labels, class_names}`` of the detections of image
+        ``index`` scoring at least ``threshold`` (default ``score_threshold``);
+        names from the ``class_names`` option, else the given ones."""
+        det = prediction[index]
+        thr = float(self.options["score_threshold"]) if threshold is None else float(threshold)
+        keep = det["scores"] >= thr
+        labels = [int(v) for v in det["labels"][keep].tolist()]
+        names = self.options["class_names"] or class_names
+        return {
+            "boxes": [[round(v, 2) for v in b] for b in det["boxes"][keep].tolist()],
+            "scores": [round(float(v), 5) for v in det["scores"][keep].tolist()],
+            "labels": labels,
+            "class_names": [names[k - 1] if names and 1 <= k <= len(names) else None for k in labels],
+        }
+
+    def results(self, prediction: List[Dict[str, torch.Tensor]], metas: Sequence[Any],
+                image_size: Tuple[int, int]) -> List[Dict[str, Any]]:
+        """COCO results of a batch, boxes in each image's original pixels
+        (``meta["orig_size"]``) and ids ``meta["id"]`` (the index without meta)."""
+        metas = [m if isinstance(m, dict) else {} for m in metas] + \
+            [{}] * max(0, len(prediction) - len(metas))
+        sizes = [tuple(int(v) for v in m["orig_size"]) if m.get("orig_size") is not None else image_size
+                 for m in metas[:len(prediction)]]
+        preds = [{k: v.detach().float().cpu() if k != "labels" else v.detach().cpu() for k, v in d.items()}
+                 for d in self.rescale(prediction, image_size, sizes)]
+        ids = [int(m.get("id", i)) for i, m in enumerate(metas[:len(prediction)])]
+        from mtlkit.metrics import to_coco_detections
+
+        return to_coco_detections(preds, ids, box_decimals=3, score_decimals=5)
+
+    def per_class(self, metric: Any) -> Dict[str, float]:
+        """Class name -> AP@[.5:.95] of the merged metric."""
+        return metric.per_class()
 
     def visualize(self, prediction: List[Dict[str, torch.Tensor]], index: int,
                   sample: Dict[str, Any]) -> Optional[np.ndarray]:

@@ -4,7 +4,7 @@ engine tests that must be exact and fast (no test functions here).
 The model has no batch-dependent statistics (no BatchNorm), so a 2-process
 DDP run with batch b per process equals a 1-process run with batch 2b.
 Run as a script to train in a subprocess:
-``python tests/test_engine_fakes.py OUT ITERS CHECKPOINT_EVERY SLEEP [--resume]``.
+``python tests/_engine_fakes.py OUT ITERS CHECKPOINT_EVERY SLEEP [--resume]``.
 """
 
 from __future__ import annotations

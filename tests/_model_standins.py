@@ -1,9 +1,9 @@
 """A tiny backbone and primary task registered in place, so the model tests do
-not depend on the real SSD / ResNet (those are exercised by tests/test_configs.py)."""
+not depend on the real SSD / ResNet (those are exercised by tests/test_configs.py).
+A helper module (no tests): the one-thread setting of the suite is in conftest.py."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -11,19 +11,6 @@ from torch import nn
 from mtlkit import hookimpl
 from mtlkit.registry import get_registry
 from mtlkit.task import PRIMARY, Task
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models on one thread: on a shared, loaded machine every parallel
-    region of a 2-thread pool waits for a time slice (measured: a 64x64
-    forward of resnet_small takes 1.6 s CPU with 2 threads, 0.02 s with 1).
-    Imported by the model test modules (an imported autouse fixture applies
-    to the importing module)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class TinyBackbone(nn.Module):
@@ -65,6 +52,7 @@ class TinyDetection(Task):
     role = PRIMARY
     batch_keys = ("boxes", "labels")
     defaults = {"num_classes": 3, "score_threshold": 0.5}
+    postprocess_options = ("score_threshold",)
 
     def build_head(self, in_channels, **context):
         self.context = context

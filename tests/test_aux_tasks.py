@@ -12,7 +12,6 @@ from mtlkit.registry import get_registry
 from mtlkit.task import downsample_masked
 from mtlkit_plugins.auxiliary_tasks import berhu, normals_loss
 
-from test_model_standins import single_thread  # noqa: F401
 
 
 def task(name, **options):

@@ -17,7 +17,7 @@ from mtlkit.engine.checkpoint import (load_checkpoint, model_state, rng_state, s
                                       set_rng_state, strip_ddp_prefix)
 from mtlkit.engine.data import ShardedBatches, TrainStream, epoch_permutation
 from mtlkit.errors import DataError
-from test_engine_fakes import ENGINE_CFG, FakeDataset, fake_parts, final_weights
+from _engine_fakes import ENGINE_CFG, FakeDataset, fake_parts, final_weights
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -115,7 +115,7 @@ def _wait_for(path, timeout, proc):
 def test_sigkill_then_resume_is_bit_exact(tmp_path):
     iters, every = 40, 5
     out = str(tmp_path / "killed")
-    script = os.path.join(HERE, "test_engine_fakes.py")
+    script = os.path.join(HERE, "_engine_fakes.py")
     env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, script, out, str(iters), str(every), "0.01"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from mtlkit.config import load_config, validate_config
-from mtlkit.model import build_model
+from mtlkit.models.compose import build_model
 from mtlkit.registry import get_registry
 
-from test_model_standins import single_thread  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*", "*.yaml")))
@@ -109,6 +108,7 @@ def test_nyuv2_config_structure_on_small_backbone(variant):
         assert out["scene"].shape == (1, 27) and out["normals"].shape == (1, 3, 4, 4)
 
 
+@pytest.mark.slow
 def test_nyuv2_rock_resnet50_trains_a_step():
     model = build_model(load(os.path.join(ROOT, "configs", "nyuv2", "rock.yaml")))
     assert model.block.in_channels == 2048

@@ -292,7 +292,7 @@ def test_dataset_errors_and_pickling(files):
 
 
 def test_cli_nyuv2(files, capsys):
-    from mtlkit.data import cli
+    from mtlkit.commands import data as cli
 
     mat, splits, tmp = files
     parser = argparse.ArgumentParser()

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from test_engine_fakes import ENGINE_CFG, fake_parts, final_weights
+from _engine_fakes import ENGINE_CFG, fake_parts, final_weights
 
 
 def free_port() -> int:

@@ -16,11 +16,10 @@ import torch
 
 import mtlkit.registry as registry_module
 from mtlkit.config import load_config, validate_config
-from mtlkit.model import build_model
+from mtlkit.models.compose import build_model
 
 from conftest import write_distribution
 
-from test_model_standins import single_thread  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "mtlkit-contours")

@@ -6,7 +6,6 @@ import torch
 from mtlkit.errors import ConfigError
 from mtlkit.registry import get_registry
 
-from test_model_standins import single_thread  # noqa: F401
 
 
 def fusion(name, channels=6, names=("a", "b"), **options):

@@ -103,7 +103,7 @@ def test_resume_with_another_config_is_refused(run, tmp_path, capsys):
 
 
 def test_detect_reads_16_bit_pngs_at_their_full_range(run, tmp_path, capsys):
-    from mtlkit.engine.commands.detect import load_image
+    from mtlkit.commands.detect import load_image
 
     grey = (np.arange(48 * 64).reshape(48, 64) * 21).astype(np.uint16)
     Image.fromarray(grey).save(tmp_path / "g16.png")

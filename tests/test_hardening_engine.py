@@ -17,7 +17,7 @@ from mtlkit.engine.checkpoint import load_checkpoint, load_model_state
 from mtlkit.engine.checks import check_classes, config_differences
 from mtlkit.errors import ConfigError, DataError, MtlkitError
 from mtlkit.utils.io import check_out_dir, make_out_dir
-from test_engine_fakes import ENGINE_CFG, FakeModel, fake_parts
+from _engine_fakes import ENGINE_CFG, FakeModel, fake_parts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROCK = os.path.join(ROOT, "configs", "synthetic", "rock.yaml")

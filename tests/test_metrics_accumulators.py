@@ -19,7 +19,7 @@ from mtlkit.metrics import (
     to_coco_detections,
     to_coco_gt,
 )
-from mtlkit.metrics.synthetic import make_detection_set
+from _coco_sets import make_detection_set
 
 H, W, C, S = 12, 16, 4, 3
 
@@ -74,7 +74,7 @@ def make_batches(seed=0, n_batches=4, batch_size=3):
 
 
 def new_metrics():
-    return {"detection": DetectionMetric([f"c{i}" for i in range(1, C + 1)]), "depth": DepthMetric(task="depth"),
+    return {"detection": DetectionMetric([f"c{i}" for i in range(1, C + 1)], task="detection"), "depth": DepthMetric(task="depth"),
             "normals": NormalsMetric(task="normals"), "scene": SceneMetric(task="scene")}
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from mtlkit.errors import DataError
 from mtlkit.metrics import coco_map, evaluate, to_coco_detections, to_coco_gt
 from mtlkit.metrics.coco_eval import SUMMARY
-from mtlkit.metrics.synthetic import make_detection_set
+from _coco_sets import make_detection_set
 
 pycocotools = pytest.importorskip("pycocotools")
 from pycocotools.coco import COCO  # noqa: E402

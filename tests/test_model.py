@@ -4,10 +4,9 @@ import pytest
 import torch
 
 from mtlkit.errors import ConfigError, MtlkitError
-from mtlkit.model import MultiTaskModel, build_model
+from mtlkit.models.compose import MultiTaskModel, build_model
 
-from test_model_standins import single_thread  # noqa: F401
-from test_model_standins import make_batch, model_cfg
+from _model_standins import make_batch, model_cfg
 
 
 def test_build_and_forward_contract():
@@ -23,6 +22,11 @@ def test_build_and_forward_contract():
     total, weights = model.weighting(losses)
     assert weights["scene"] == 0.5
     total.backward()
+    # every part of the model is trained by the total loss, with finite gradients
+    for part in (model.backbone, model.block, model.heads):
+        grads = [p.grad for p in part.parameters() if p.requires_grad]
+        assert grads and all(g is not None and torch.isfinite(g).all() for g in grads), type(part).__name__
+    assert any(float(g.abs().sum()) > 0 for g in (p.grad for p in model.backbone.parameters()))
 
 
 def test_primary_is_first_even_if_listed_later():

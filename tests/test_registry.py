@@ -53,8 +53,12 @@ def test_builtins_load_through_entry_points_of_the_mtlkit_distribution(fresh_reg
     for entry in registry.entries():
         if entry.origin.plugin in names and entry.origin.distribution == "mtlkit":
             assert entry.origin.version == mtlkit.__version__
-    # the built-ins must not be importable as a generic top-level "plugins" package
-    assert all(not m.startswith("plugins.") for m in BUILTIN_MODULES)
+    # the built-ins are loaded from the mtlkit_plugins package, never from a
+    # generic top-level "plugins" package
+    builtin = [plugin for name, plugin in registry.pm.list_name_plugin()
+               if registry._origins[name].distribution == "mtlkit"]
+    assert builtin and all(p.__name__.startswith("mtlkit_plugins.") for p in builtin)
+    assert all(not p.__name__.startswith("plugins.") for _, p in registry.pm.list_name_plugin())
 
 
 def test_third_party_plugin_appears_with_its_distribution(plugin_site):

@@ -4,12 +4,11 @@ import pytest
 import torch
 
 from mtlkit.errors import ConfigError
-from mtlkit.model import build_model
+from mtlkit.models.compose import build_model
 from mtlkit.models.rock import ConvBNReLU, RockBlock
 from mtlkit.registry import get_registry
 
-from test_model_standins import single_thread  # noqa: F401
-from test_model_standins import make_batch, model_cfg
+from _model_standins import make_batch, model_cfg
 
 
 def aux_tasks(**groups):

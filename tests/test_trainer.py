@@ -1,4 +1,4 @@
-"""The training loop on a tiny fake model (tests/test_engine_fakes.py):
+"""The training loop on a tiny fake model (tests/_engine_fakes.py):
 outputs, exact resume, SIGINT, NaN guard, accumulation, EMA, schedules."""
 
 import copy
@@ -13,7 +13,7 @@ from mtlkit.engine import RunExists, TrainingDiverged, evaluate, train
 from mtlkit.engine.optim import LRSchedule, build_optimizer, lr_factor, milestones
 from mtlkit.engine.schema import TRAIN_DEFAULTS
 from mtlkit.engine.trainer import resolve_config, with_defaults
-from test_engine_fakes import ENGINE_CFG, FakeDataset, FakeModel, fake_parts, final_weights
+from _engine_fakes import ENGINE_CFG, FakeDataset, FakeModel, fake_parts, final_weights
 
 
 @pytest.fixture(autouse=True)

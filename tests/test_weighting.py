@@ -8,7 +8,6 @@ import torch
 from mtlkit.registry import get_registry
 from mtlkit.weighting import LossWeighting
 
-from test_model_standins import single_thread  # noqa: F401
 
 
 class T:

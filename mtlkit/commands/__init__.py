@@ -1,1 +1,6 @@
-"""Core CLI commands (see :mod:`mtlkit.cli`)."""
+"""The CLI commands, one module each (wired together by :mod:`mtlkit.cli`):
+``train``, ``evaluate`` (``mtlkit eval``), ``detect``, ``bench``, ``plugins``,
+``data`` (``mtlkit data synth | nyuv2``). Each module exposes
+``add_arguments(parser)`` and ``main(args) -> int``; ``_common`` holds the
+arguments they share (config path, ``-o`` overrides).
+"""

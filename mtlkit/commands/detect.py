@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from mtlkit.engine.commands._common import add_config_arguments
+from mtlkit.commands._common import add_config_arguments
 from mtlkit.errors import DataError, MtlkitError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
@@ -136,41 +136,24 @@ def _unique_names(paths: Sequence[str]) -> List[str]:
     return names
 
 
-def _class_name(names: Optional[Sequence[str]], label: int) -> Optional[str]:
-    return names[label - 1] if names and 1 <= label <= len(names) else None
-
-
 def image_record(path: str, orig: Tuple[int, int], preds: Dict[str, Any], index: int, model: Any,
-                 class_names: Optional[Sequence[str]], score_threshold: float) -> Dict[str, Any]:
-    """The JSON record of one image: detections and classification results."""
-    from mtlkit.engine.evaluator import is_detection_prediction
-
+                 class_names: Optional[Sequence[str]], score_threshold: Optional[float]) -> Dict[str, Any]:
+    """The JSON record of one image: each task's own record of its prediction
+    (:meth:`mtlkit.task.Task.record`; tasks without one are left out)."""
     record: Dict[str, Any] = {"file": path, "height": orig[0], "width": orig[1]}
-    for name, pred in preds.items():
-        if is_detection_prediction(pred):
-            det = pred[index]
-            keep = det["scores"] >= score_threshold
-            boxes = det["boxes"][keep].tolist()
-            labels = [int(v) for v in det["labels"][keep].tolist()]
-            record[name] = {
-                "boxes": [[round(v, 2) for v in b] for b in boxes],
-                "scores": [round(float(s), 5) for s in det["scores"][keep].tolist()],
-                "labels": labels,
-                "class_names": [_class_name(class_names, lab) for lab in labels],
-            }
-        elif isinstance(pred, torch.Tensor) and pred.dim() == 2:  # (B, S) class probabilities
-            probs = pred[index].float()
-            top = int(probs.argmax())
-            names = getattr(model.tasks.get(name), "options", {}).get("names")
-            record[name] = {"label": top, "name": names[top] if names and top < len(names) else None,
-                            "score": round(float(probs[top]), 5)}
+    for name, task in model.tasks.items():
+        record_of = getattr(task, "record", None)
+        if name in preds and callable(record_of):
+            entry = record_of(preds[name], index, score_threshold, class_names)
+            if entry is not None:
+                record[name] = entry
     return record
 
 
 def main(args: argparse.Namespace) -> int:
     from mtlkit import viz
-    from mtlkit.engine.evaluator import build_eval_model, is_detection_prediction, scale_boxes
-    from mtlkit.engine.trainer import load_run_config, resolve_config, select_device
+    from mtlkit.engine.evaluator import build_eval_model
+    from mtlkit.engine.runtime import load_run_config, resolve_config, select_device
 
     if args.batch_size < 1:
         raise MtlkitError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -185,11 +168,7 @@ def main(args: argparse.Namespace) -> int:
     device = select_device(cfg["train"]["device"])
     model, meta = build_eval_model(cfg, args.checkpoint, device)
     image_size = (cfg.get("data") or {}).get("image_size")
-    primary = getattr(model, "primary", None)
-    primary_task = model.tasks.get(primary) if primary else None
-    class_names = (getattr(primary_task, "options", {}) or {}).get("class_names") or meta.get("classes")
-    json_threshold = (args.score_threshold if args.score_threshold is not None
-                      else float(cfg["eval"]["score_threshold"]))
+    class_names = meta.get("classes")  # the data's, for a task without names of its own
     make_out_dir(args.out)
     names = _unique_names(paths)
     records: List[Dict[str, Any]] = []
@@ -202,14 +181,12 @@ def main(args: argparse.Namespace) -> int:
         with torch.no_grad():
             preds = model.postprocess(model(inputs), net_size)
         preds = {k: _to_cpu(v) for k, v in preds.items()}
-        for name, pred in preds.items():  # boxes -> original pixels
-            if is_detection_prediction(pred):
-                for i, det in enumerate(pred):
-                    orig = tuple(originals[i].shape[-2:])
-                    det["boxes"] = scale_boxes(det["boxes"].float(), net_size, orig)
+        sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in originals]
+        for name, task in model.tasks.items():  # e.g. boxes -> original pixels
+            if name in preds and callable(getattr(task, "rescale", None)):
+                preds[name] = task.rescale(preds[name], net_size, sizes)
         for i, path in enumerate(chunk):
-            orig = (int(originals[i].shape[-2]), int(originals[i].shape[-1]))
-            records.append(image_record(path, orig, preds, i, model, class_names, json_threshold))
+            records.append(image_record(path, sizes[i], preds, i, model, class_names, args.score_threshold))
             panel = _panel(model, preds, i, originals[i], inputs[i].cpu(), args.score_threshold)
             viz.save_image(panel, os.path.join(args.out, f"{names[start + i]}.png"))
 
@@ -237,26 +214,19 @@ def _to_cpu(value: Any) -> Any:
 
 def _panel(model: Any, preds: Dict[str, Any], index: int, original: torch.Tensor,
            network_input: torch.Tensor, score_threshold: Optional[float]) -> np.ndarray:
-    """One picture per task, tiled: detection on the original image, the other
-    tasks' pictures scaled to the original size."""
+    """One picture per task, tiled: each on the original image or on the
+    network input (:attr:`mtlkit.task.Task.draws_on_original`), scaled to the
+    original size."""
     from mtlkit import viz
-    from mtlkit.engine.evaluator import is_detection_prediction
 
     height, width = int(original.shape[-2]), int(original.shape[-1])
     pictures, titles = [viz.to_uint8_image(original)], ["input"]
     for name, task in model.tasks.items():
         if name not in preds:
             continue
-        pred = preds[name]
-        is_det = is_detection_prediction(pred)
-        options = getattr(task, "options", None) or {}
-        if is_det and score_threshold is not None and "vis_score_threshold" not in options:
-            det = pred[index]
-            keep = det["scores"] >= score_threshold
-            pred = list(pred)
-            pred[index] = {k: v[keep] for k, v in det.items()}
-        sample = {"image": original if is_det else network_input}
-        picture = _visualize(task, pred, index, sample, score_threshold)
+        on_original = bool(getattr(task, "draws_on_original", False))
+        sample = {"image": original if on_original else network_input}
+        picture = _visualize(task, preds[name], index, sample, score_threshold)
         if picture is None:
             continue
         pictures.append(_resize_picture(np.asarray(picture, dtype=np.uint8), height, width))
@@ -267,13 +237,14 @@ def _panel(model: Any, preds: Dict[str, Any], index: int, original: torch.Tensor
 def _visualize(task: Any, pred: Any, index: int, sample: Dict[str, Any],
                score_threshold: Optional[float]) -> Optional[np.ndarray]:
     """``task.visualize``, with ``--score-threshold`` replacing the task's own
-    picture threshold (``vis_score_threshold``) when given."""
+    picture threshold (:attr:`mtlkit.task.Task.picture_threshold_option`) when given."""
+    key = getattr(task, "picture_threshold_option", None)
     options = getattr(task, "options", None)
-    if score_threshold is not None and isinstance(options, dict) and "vis_score_threshold" in options:
-        saved = options["vis_score_threshold"]
-        options["vis_score_threshold"] = score_threshold
+    if score_threshold is not None and key and isinstance(options, dict) and key in options:
+        saved = options[key]
+        options[key] = score_threshold
         try:
             return task.visualize(pred, index, sample)
         finally:
-            options["vis_score_threshold"] = saved
+            options[key] = saved
     return task.visualize(pred, index, sample)

@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from mtlkit.engine.commands._common import add_config_arguments
+from mtlkit.commands._common import add_config_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mtlkit.engine.commands._common import add_config_arguments
+from mtlkit.commands._common import add_config_arguments
 from mtlkit.errors import MtlkitError
 
 

@@ -11,8 +11,9 @@ image's (H, W): ``image``, ``depth``, ``depth_mask``, ``normals``,
 ``normals_mask`` and any map a plugin task adds. They are moved together:
 
 * ``image`` is interpolated bilinearly and filled with the mean colour;
-* ``normals`` are flipped with their x component negated, resized with
-  nearest neighbour and renormalised, filled with 0 (invalid);
+* unit-vector fields (the keys a task declares ``"vector"`` in its
+  ``map_kinds``, e.g. ``normals``) are flipped with their x component
+  negated, resized with nearest neighbour and renormalised, filled with 0;
 * boolean maps (validity masks) use nearest neighbour and are filled with
   ``False``;
 * every other map (``depth``, ...) uses nearest neighbour (no blending across
@@ -25,13 +26,14 @@ pixel columns 3..5 is x1=3, x2=6).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from mtlkit.data.options import validate_options
+from mtlkit.ops.reference import box_iou  # noqa: F401 - the crop's IoU (pure PyTorch, any backend)
 
 Sample = Dict[str, Any]
 
@@ -50,16 +52,24 @@ def spatial_keys(sample: Sample) -> List[str]:
     ]
 
 
-def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of boxes a (N, 4) and b (M, 4), xyxy -> (N, M); 0 where the union is empty."""
-    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
-    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area_a[:, None] + area_b[None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
+def vector_keys() -> FrozenSet[str]:
+    """Batch keys of unit-vector fields (x negated by a flip, renormalised
+    after a resize), as the registered tasks declare them
+    (:attr:`mtlkit.task.Task.map_kinds`, e.g. ``{"normals": "vector"}``)."""
+    from mtlkit.registry import get_registry
+
+    registry = get_registry()
+    cached = _VECTOR_KEYS.get(id(registry))
+    if cached is None:
+        keys = set()
+        for name in registry.names("task"):
+            kinds = getattr(registry.get("task", name), "map_kinds", None) or {}
+            keys.update(k for k, kind in kinds.items() if kind == "vector")
+        cached = _VECTOR_KEYS[id(registry)] = frozenset(keys)
+    return cached
+
+
+_VECTOR_KEYS: Dict[int, FrozenSet[str]] = {}
 
 
 def _copy(sample: Sample) -> Sample:
@@ -176,9 +186,10 @@ def hflip(sample: Sample) -> Sample:
     """The deterministic left-right mirror used by :class:`RandomHorizontalFlip`."""
     out = _copy(sample)
     width = sample["image"].shape[-1]
+    vectors = vector_keys()
     for key in spatial_keys(sample):
         value = sample[key].flip(-1)
-        if key == "normals":
+        if key in vectors:
             value = value.clone()
             value[0] = -value[0]
         out[key] = value
@@ -424,6 +435,7 @@ class Resize:
         if (height, width) == self.size:
             return sample
         out = _copy(sample)
+        vectors = vector_keys()
         for key in spatial_keys(sample):
             value = sample[key]
             if key == "image":
@@ -437,7 +449,7 @@ class Resize:
                     resized = resized > 0.5
                 else:
                     resized = resized.to(value.dtype)
-                if key == "normals":
+                if key in vectors:
                     resized = _renormalise(resized)
             out[key] = resized
         if "boxes" in sample:

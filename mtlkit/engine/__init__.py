@@ -5,13 +5,34 @@ Python API:
 * :func:`train` ``(cfg, out_dir, iters=None, resume=False, ...) -> metrics``
 * :func:`evaluate` ``(cfg, checkpoint, out_dir=None) -> metrics``
 
-where metrics is task -> metric name -> value. The CLI commands (``mtlkit
-train | eval | detect``) live in :mod:`mtlkit.engine.commands`.
+where metrics is task -> metric name -> value. Modules: ``runtime`` (what
+trainer and evaluator share: config resolution, device, threads, batch
+transfer, eval loader settings), ``trainer``, ``evaluator``, ``schema`` (the
+``train`` / ``eval`` sections), ``data`` (sharded order), ``checkpoint``,
+``checks``, ``optim``, ``ema``, ``logger``, ``dist``, ``precision``. The CLI
+commands live in :mod:`mtlkit.commands`.
+
+The names below are imported on first use, so that importing a leaf module
+(e.g. :mod:`mtlkit.engine.schema` from :mod:`mtlkit.config`) does not import
+the trainer.
 """
 
-from mtlkit.engine.evaluator import evaluate, evaluate_model
-from mtlkit.engine.schema import EVAL_CHOICES, EVAL_DEFAULTS, TRAIN_CHOICES, TRAIN_DEFAULTS
-from mtlkit.engine.trainer import RunExists, Trainer, TrainingDiverged, train
+import importlib
+from typing import Any
 
-__all__ = ["train", "evaluate", "evaluate_model", "Trainer", "TrainingDiverged", "RunExists",
-           "TRAIN_DEFAULTS", "TRAIN_CHOICES", "EVAL_DEFAULTS", "EVAL_CHOICES"]
+_EXPORTS = {
+    "train": "mtlkit.engine.trainer", "Trainer": "mtlkit.engine.trainer",
+    "TrainingDiverged": "mtlkit.engine.trainer", "RunExists": "mtlkit.engine.trainer",
+    "evaluate": "mtlkit.engine.evaluator", "evaluate_model": "mtlkit.engine.evaluator",
+    "TRAIN_DEFAULTS": "mtlkit.engine.schema", "TRAIN_CHOICES": "mtlkit.engine.schema",
+    "EVAL_DEFAULTS": "mtlkit.engine.schema", "EVAL_CHOICES": "mtlkit.engine.schema",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mtlkit.engine' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -86,7 +86,7 @@ def check_resume_config(ckpt: Mapping[str, Any], cfg: Mapping[str, Any], path: s
 
 
 def _classes_of(dataset: Any) -> Optional[List[str]]:
-    from mtlkit.engine.trainer import dataset_attr
+    from mtlkit.engine.runtime import dataset_attr
 
     classes = dataset_attr(dataset, "classes")
     return [str(c) for c in classes] if classes is not None else None
@@ -101,7 +101,7 @@ def _first_difference(a: Sequence[str], b: Sequence[str], a_name: str, b_name: s
 
 def check_classes(model: Any, train_dataset: Any, val_dataset: Any = None,
                   checkpoint_classes: Optional[Sequence[str]] = None, split: str = "train") -> None:
-    """The detection classes of the data agree with the model's: as many as
+    """The object classes of the data agree with the primary task's: as many as
     ``num_classes``, the same names in the same order as the task's
     ``class_names`` (when set), the validation split's and the checkpoint's."""
     primary = getattr(model, "primary", None)

@@ -2,12 +2,16 @@
 the metrics across DDP ranks and compute them.
 
 :func:`evaluate_model` is the loop (used by the trainer and ``mtlkit eval``);
-:func:`detections_to_coco` turns detection predictions into COCO results
-(``detections.json``), boxes mapped back to each image's original size.
+it knows no task: each task's metric accumulates its own predictions, and the
+primary task turns its predictions into the run's results file
+(:meth:`mtlkit.task.Task.results`, ``detections.json``) and its per-class
+figures (:meth:`mtlkit.task.Task.per_class`, ``per_class_ap``).
+:func:`write_eval_outputs` writes them.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
@@ -15,52 +19,10 @@ from torch import nn
 
 from mtlkit.engine import dist
 from mtlkit.engine.data import eval_loader
+from mtlkit.engine.logger import write_json
 from mtlkit.engine.precision import amp_dtype_for, autocast
-
-
-def move_to(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
-    """Tensors (also inside lists / dicts) moved to ``device``; the rest kept."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=non_blocking)
-    if isinstance(batch, Mapping):
-        return {k: (v if k == "meta" else move_to(v, device, non_blocking)) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to(v, device, non_blocking) for v in batch)
-    return batch
-
-
-def is_detection_prediction(pred: Any) -> bool:
-    """A list of per-image dicts with ``boxes``/``scores``/``labels``."""
-    return isinstance(pred, list) and (len(pred) == 0 or (isinstance(pred[0], Mapping)
-                                                          and "boxes" in pred[0]))
-
-
-def scale_boxes(boxes: torch.Tensor, from_size: Tuple[int, int], to_size: Tuple[int, int]) -> torch.Tensor:
-    """Boxes (K, 4) xyxy in pixels of an image of ``from_size`` (H, W) mapped
-    to ``to_size`` (H, W)."""
-    sy = float(to_size[0]) / float(from_size[0])
-    sx = float(to_size[1]) / float(from_size[1])
-    return boxes * boxes.new_tensor([sx, sy, sx, sy])
-
-
-def detections_to_coco(preds: List[Mapping[str, torch.Tensor]], metas: List[Mapping[str, Any]],
-                       image_size: Tuple[int, int]) -> List[Dict[str, Any]]:
-    """COCO results (``image_id``, ``category_id`` = label 1..C, ``bbox``
-    [x, y, w, h] in original-image pixels, ``score``) for one batch."""
-    out: List[Dict[str, Any]] = []
-    for i, (pred, meta) in enumerate(zip(preds, metas)):
-        image_id = meta.get("id", i) if isinstance(meta, Mapping) else i
-        orig = meta.get("orig_size") if isinstance(meta, Mapping) else None
-        boxes = pred["boxes"].detach().float().cpu()
-        if orig is not None:
-            boxes = scale_boxes(boxes, image_size, tuple(int(s) for s in orig))
-        for box, score, label in zip(boxes.tolist(), pred["scores"].detach().float().cpu().tolist(),
-                                     pred["labels"].detach().cpu().tolist()):
-            x0, y0, x1, y1 = box
-            out.append({"image_id": int(image_id), "category_id": int(label),
-                        "bbox": [round(x0, 3), round(y0, 3), round(x1 - x0, 3), round(y1 - y0, 3)],
-                        "score": round(float(score), 5)})
-    return out
+from mtlkit.engine.runtime import (dataset_attr, device_session, eval_loader_settings, load_run_config,
+                                   move_to, resolve_config)
 
 
 def _eval_autocast(device: torch.device, amp_dtype: Optional[torch.dtype]):
@@ -81,8 +43,9 @@ def evaluate_model(model: nn.Module, dataset, batch_size: int, collate_fn, devic
 
     :returns: ``(values, metrics, detections)``: ``values`` task -> metric
         name -> float; ``metrics`` task -> the merged metric object (for
-        per-class results); ``detections`` the COCO results of every rank
-        (``None`` unless ``export_detections`` and the primary task detects).
+        per-class results); ``detections`` the primary task's results
+        (:meth:`mtlkit.task.Task.results`, e.g. COCO results) of every rank, or
+        ``None`` unless ``export_detections`` and the primary task writes some.
     """
     was_training = model.training
     model.eval()
@@ -91,8 +54,10 @@ def evaluate_model(model: nn.Module, dataset, batch_size: int, collate_fn, devic
         metric = task.new_metric()
         if metric is not None:
             metrics[name] = metric
-    detections: Optional[List[Dict[str, Any]]] = [] if export_detections else None
-    saw_detection = False
+    primary = model.tasks.get(getattr(model, "primary", None))
+    results_of = getattr(primary, "results", None)  # optional for tasks not derived from Task
+    results: List[Dict[str, Any]] = []
+    wrote = False  # whether the primary task writes results at all
     loader = eval_loader(dataset, batch_size, collate_fn, num_workers, dist.world_size(), dist.rank(),
                          pin_memory=device.type == "cuda")
     try:
@@ -106,11 +71,11 @@ def evaluate_model(model: nn.Module, dataset, batch_size: int, collate_fn, devic
             for name, metric in metrics.items():
                 if name in preds:
                     metric.update(preds[name], batch)
-            if export_detections:
-                primary = preds.get(getattr(model, "primary", None))
-                if is_detection_prediction(primary):
-                    saw_detection = True
-                    detections.extend(detections_to_coco(primary, batch.get("meta") or [], image_size))
+            if export_detections and results_of is not None and model.primary in preds:
+                part = results_of(preds[model.primary], batch.get("meta") or [], image_size)
+                if part is not None:
+                    wrote = True
+                    results.extend(part)
     finally:
         model.train(was_training)
 
@@ -122,15 +87,13 @@ def evaluate_model(model: nn.Module, dataset, batch_size: int, collate_fn, devic
                 metric.merge(other[name])
         metrics = merged
         if export_detections:
-            parts = dist.all_gather_object((saw_detection, detections))
-            saw_detection = any(p[0] for p in parts)
-            detections = [d for p in parts for d in p[1]]
-            detections.sort(key=lambda d: (d["image_id"], -d["score"]))
-    if not saw_detection:
-        detections = None
+            parts = dist.all_gather_object((wrote, results))
+            wrote = any(p[0] for p in parts)
+            results = [d for p in parts for d in p[1]]
+            results.sort(key=lambda d: (d["image_id"], -d["score"]))
     values = {name: {k: float(v) for k, v in metric.compute().items() if _is_number(v)}
               for name, metric in metrics.items()}
-    return values, metrics, detections
+    return values, metrics, (results if export_detections and wrote else None)
 
 
 def _cpu_metric(metric: Any) -> Any:
@@ -144,35 +107,6 @@ def _cpu_metric(metric: Any) -> Any:
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) or (
         isinstance(v, torch.Tensor) and v.numel() == 1)
-
-
-def per_class_ap(metric: Any, class_names: Optional[List[str]] = None) -> Dict[str, float]:
-    """Per-class AP of a detection metric, by class name, when it offers one:
-    a ``per_class()`` method (name or label -> AP), a ``per_class`` attribute /
-    ``per_class_ap`` key, or compute() keys ``AP/<class>``."""
-    result: Any = None
-    for attr in ("per_class_ap", "per_class"):
-        candidate = getattr(metric, attr, None)
-        if candidate is not None:
-            result = candidate() if callable(candidate) else candidate
-            break
-    if result is None:
-        values = metric.compute()
-        result = values.get("per_class_ap") or values.get("per_class") or {
-            k.split("/", 1)[1]: v for k, v in values.items() if isinstance(k, str) and k.startswith("AP/")}
-    if isinstance(result, Mapping):
-        out = {}
-        for k, v in result.items():
-            if isinstance(k, int) and class_names and 1 <= k <= len(class_names):
-                k = class_names[k - 1]
-            out[str(k)] = float(v)
-        return out
-    if isinstance(result, (list, tuple)) or isinstance(result, torch.Tensor):
-        vals = [float(v) for v in result]
-        names = class_names if class_names and len(class_names) == len(vals) else \
-            [str(i + 1) for i in range(len(vals))]
-        return dict(zip(names, vals))
-    return {}
 
 
 def build_eval_model(cfg: Mapping[str, Any], checkpoint: Optional[str], device: torch.device,
@@ -209,19 +143,12 @@ def evaluate(cfg: Any, checkpoint: Optional[str], out_dir: Optional[str] = None,
         also holds EMA weights (default: the EMA weights when present).
     :returns: task -> metric name -> value.
     """
-    from mtlkit.engine.trainer import (dataset_attr, load_run_config, resolve_config,
-                                       select_device, write_eval_outputs, apply_num_threads)
     from mtlkit.errors import ConfigError
 
     cfg = resolve_config(load_run_config(cfg, overrides))
-    ec, data = cfg["eval"], cfg.get("data") or {}
-    split = split or ec["split"]
-    apply_num_threads(cfg["train"]["num_threads"])
-    device = select_device(cfg["train"]["device"])
-    created = dist.init_from_env(device.type)
-    try:
-        if dist.world_size() > 1 and device.type == "cuda":
-            device = torch.device("cuda", dist.local_rank())
+    data = cfg.get("data") or {}
+    split = split or cfg["eval"]["split"]
+    with device_session(cfg["train"]) as device:
         if dataset is None:
             if data.get(split) is None:
                 raise ConfigError(f"data.{split} is missing: nothing to evaluate on")
@@ -243,16 +170,44 @@ def evaluate(cfg: Any, checkpoint: Optional[str], out_dir: Optional[str] = None,
         else:
             model = model.to(device).eval()
         amp = amp_dtype_for(cfg["train"], device)
+        batch_size, workers = eval_loader_settings(cfg)
         values, metrics, detections = evaluate_model(
-            model, dataset, int(ec["batch_size"] or data.get("batch_size", 8)), collate_fn, device,
-            int(ec["num_workers"] if ec["num_workers"] is not None else data.get("num_workers", 0)),
-            export_detections=out_dir is not None and bool(ec["export_detections"]), amp_dtype=amp)
+            model, dataset, batch_size, collate_fn, device, workers,
+            export_detections=out_dir is not None and bool(cfg["eval"]["export_detections"]), amp_dtype=amp)
         if out_dir is not None and dist.is_main():
             classes = dataset_attr(dataset, "classes") or meta.get("classes")
             write_eval_outputs(out_dir, values, metrics, detections, classes,
                                iteration=meta.get("iteration"), plots=plots,
-                               primary=getattr(model, "primary", None), checkpoint=checkpoint)
+                               primary=model.tasks.get(getattr(model, "primary", None)),
+                               checkpoint=checkpoint)
         return values
-    finally:
-        if created:
-            dist.shutdown()
+
+
+def write_eval_outputs(out_dir: str, values: Mapping[str, Mapping[str, float]], metrics: Mapping[str, Any],
+                       detections: Optional[List[Dict[str, Any]]], class_names: Optional[List[str]],
+                       iteration: Optional[int] = None, plots: bool = True,
+                       primary: Any = None, checkpoint: Optional[str] = None) -> None:
+    """``metrics.json``, ``detections.json`` and ``per_class_ap.png`` in ``out_dir``.
+
+    ``primary`` is the primary :class:`~mtlkit.task.Task`: its per-class
+    figures (:meth:`~mtlkit.task.Task.per_class`) are written and plotted."""
+    os.makedirs(out_dir, exist_ok=True)
+    record: Dict[str, Any] = {"metrics": values}
+    if iteration is not None:
+        record["iteration"] = iteration
+    if checkpoint is not None:
+        record["checkpoint"] = os.path.abspath(checkpoint)
+    per_class: Dict[str, float] = {}
+    name = getattr(primary, "name", None)
+    if callable(getattr(primary, "per_class", None)) and name in metrics:
+        per_class = {str(k): float(v) for k, v in primary.per_class(metrics[name]).items()}
+    if per_class:
+        record["per_class_ap"] = per_class
+    write_json(os.path.join(out_dir, "metrics.json"), record)
+    if detections is not None:
+        write_json(os.path.join(out_dir, "detections.json"), detections, indent=None)
+    if plots and per_class:
+        from mtlkit import viz
+
+        viz.plot_per_class_ap(per_class, os.path.join(out_dir, "per_class_ap.png"),
+                              title=f"{name} per-class AP")

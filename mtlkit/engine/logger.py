@@ -8,26 +8,13 @@ import math
 import os
 from typing import Any, Dict, Mapping, Optional
 
-from mtlkit.utils.io import atomic_write
-
-
-def _plain(value: Any) -> Any:
-    """JSON-safe: non-finite floats become strings ("nan", "inf")."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
+from mtlkit.utils.io import atomic_write, plain
 
 
 def write_json(path: str, data: Any, indent: Optional[int] = 2) -> None:
     """Write ``data`` as JSON (indented unless ``indent`` is None), atomically."""
     with atomic_write(path, "w", encoding="utf-8") as handle:
-        json.dump(_plain(data), handle, indent=indent)
+        json.dump(plain(data, json_safe=True), handle, indent=indent)
         handle.write("\n")
 
 
@@ -69,7 +56,7 @@ class RunLogger:
     def log(self, record: Dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self._file.write(json.dumps(_plain(record)) + "\n")
+        self._file.write(json.dumps(plain(record, json_safe=True)) + "\n")
         self._file.flush()
         if self._tb is not None:
             step = int(record.get("iter", 0))

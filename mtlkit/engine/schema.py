@@ -64,17 +64,15 @@ TRAIN_CHOICES: Dict[str, List[Any]] = {
     "device": ["auto", "cpu", "cuda"],
 }
 
+#: the evaluation loop's options; the eval section also holds the primary
+#: task's post-processing options (their defaults and ranges come from the
+#: task, :attr:`mtlkit.task.Task.postprocess_options`, see
+#: :func:`mtlkit.config.section_schema`)
 EVAL_DEFAULTS: Dict[str, Any] = {
-    # detection post-processing (read by the model's postprocess)
-    "score_threshold": 0.01,
-    "iou_threshold": 0.45,
-    "top_k": 200,
-    "max_detections": 100,
-    # evaluation loop
     "split": "val",               # data split evaluated by `mtlkit eval` and during training
     "batch_size": None,           # default: data.batch_size
     "num_workers": None,          # default: data.num_workers
-    "export_detections": True,    # write detections.json (COCO results format)
+    "export_detections": True,    # write the primary task's results file (detections.json)
 }
 
 EVAL_CHOICES: Dict[str, List[Any]] = {
@@ -105,14 +103,6 @@ TRAIN_RANGES: Dict[str, str] = {
 }
 
 EVAL_RANGES: Dict[str, str] = {
-    "score_threshold": "[0, 1]",
-    "iou_threshold": "[0, 1]",
-    "top_k": ">= 1",
-    "max_detections": ">= 1",
     "batch_size": ">= 1",
     "num_workers": ">= 0",
 }
-
-#: the eval keys that are the detection post-processing options: their one
-#: home is the ``eval`` section (the primary task's copies are refused)
-POSTPROCESS_KEYS = ("score_threshold", "iou_threshold", "top_k", "max_detections")

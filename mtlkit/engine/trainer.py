@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import datetime
 import math
 import os
-import random
 import signal
 import sys
 import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -46,13 +43,25 @@ from mtlkit.engine.checkpoint import (
 from mtlkit.engine.checks import check_classes, check_resume_config
 from mtlkit.engine.data import ShardedBatches, TrainStream
 from mtlkit.engine.ema import ModelEMA
-from mtlkit.engine.evaluator import evaluate_model, move_to, per_class_ap
+from mtlkit.engine.evaluator import evaluate_model, write_eval_outputs
 from mtlkit.engine.precision import amp_dtype_for, autocast, to_memory_format
-from mtlkit.engine.logger import RunLogger, fmt, progress_bar, write_json
+from mtlkit.engine.logger import RunLogger, fmt, progress_bar
 from mtlkit.engine.optim import LRSchedule, build_optimizer
-from mtlkit.engine.schema import EVAL_DEFAULTS, TRAIN_DEFAULTS
+from mtlkit.engine.runtime import (  # noqa: F401 - resolve_config & co. are also imported from here
+    apply_num_threads,
+    dataset_attr,
+    default_out_dir,
+    device_session,
+    eval_loader_settings,
+    load_run_config,
+    move_to,
+    resolve_config,
+    seed_everything,
+    select_device,
+    with_defaults,
+)
 from mtlkit.errors import ConfigError, MtlkitError
-from mtlkit.utils.io import check_out_dir, make_out_dir
+from mtlkit.utils.io import check_out_dir, make_out_dir, plain
 
 CHECKPOINT_NAME = "last.pt"
 
@@ -65,64 +74,6 @@ class RunExists(MtlkitError):
     """The output folder already holds a run and ``resume`` was not asked."""
 
 
-# ----------------------------------------------------------------------------
-# config helpers
-# ----------------------------------------------------------------------------
-def with_defaults(defaults: Mapping[str, Any], section: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-    """``section`` merged over ``defaults`` (nested dicts merged key by key)."""
-    out = copy.deepcopy(dict(defaults))
-    for key, value in (section or {}).items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and out[key]:
-            out[key] = with_defaults(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def resolve_config(cfg: Mapping[str, Any]) -> Dict[str, Any]:
-    """The config with complete ``train`` and ``eval`` sections."""
-    cfg = copy.deepcopy(dict(cfg))
-    cfg["train"] = with_defaults(TRAIN_DEFAULTS, cfg.get("train"))
-    cfg["eval"] = with_defaults(EVAL_DEFAULTS, cfg.get("eval"))
-    return cfg
-
-
-def apply_num_threads(n: int) -> None:
-    """``train.num_threads``: set torch's intra-op threads (0 keeps the default).
-
-    Oversubscribed OpenMP pools are pathological: with 2 threads on 2 cores
-    shared with a rendering data worker, a small model's step was measured
-    15x slower than with 1 thread."""
-    if int(n) > 0:
-        torch.set_num_threads(int(n))
-
-
-def select_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is 'cuda' but no CUDA device is available")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-def default_out_dir(config_path: Optional[str]) -> str:
-    """``runs/<config stem>-<timestamp>``."""
-    stem = os.path.splitext(os.path.basename(config_path))[0] if config_path else "run"
-    return os.path.join("runs", f"{stem}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}")
-
-
-def dataset_attr(dataset: Any, name: str) -> Optional[Any]:
-    """``dataset.<name>`` looked up through wrappers (``.dataset``)."""
-    for _ in range(5):
-        if dataset is None:
-            return None
-        value = getattr(dataset, name, None)
-        if value is not None:
-            return list(value)
-        dataset = getattr(dataset, "dataset", None)
-    return None
-
-
 def weighting_hook(core: nn.Module, hook: str, *args: Any) -> None:
     """Call an optional hook of the model's loss weighting
     (:class:`mtlkit.weighting.LossWeighting`); models whose weighting is a
@@ -130,12 +81,6 @@ def weighting_hook(core: nn.Module, hook: str, *args: Any) -> None:
     method = getattr(getattr(core, "weighting", None), hook, None)
     if callable(method):
         method(*args)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed & 0xFFFFFFFF)
-    torch.manual_seed(seed)
 
 
 @contextlib.contextmanager
@@ -243,16 +188,8 @@ class Trainer:
     def run(self) -> Dict[str, Dict[str, float]]:
         """Train to ``train.iters``; returns the last evaluation's metrics
         (task -> metric -> value; empty without a validation split)."""
-        apply_num_threads(self.tc["num_threads"])
-        device = select_device(self.tc["device"])
-        created_group = dist.init_from_env(device.type)
-        try:
-            if dist.world_size() > 1 and device.type == "cuda":
-                device = torch.device("cuda", dist.local_rank())
+        with device_session(self.tc) as device:
             return self._run(device)
-        finally:
-            if created_group:
-                dist.shutdown()
 
     def _run(self, device: torch.device) -> Dict[str, Dict[str, float]]:
         tc, cfg = self.tc, self.cfg
@@ -470,7 +407,7 @@ class Trainer:
                 "classes": dataset_attr(self._train_dataset, "classes"),
                 "scenes": dataset_attr(self._train_dataset, "scenes"),
                 "tasks": list(c["core"].tasks),
-                "config": yaml.safe_dump(_plain(self.cfg), sort_keys=False),
+                "config": yaml.safe_dump(plain(self.cfg), sort_keys=False),
                 "mtlkit": _version(),
             },
         }
@@ -538,20 +475,19 @@ class Trainer:
 
     def _evaluate(self, iteration: int, final: bool) -> None:
         c = self._ctx
-        ec = self.cfg["eval"]
-        data = self.cfg.get("data") or {}
+        batch_size, workers = eval_loader_settings(self.cfg)
         with preserved_rng():
             values, metrics, detections = evaluate_model(
-                self._eval_model(), self._val_dataset,
-                int(ec["batch_size"] or data.get("batch_size", 8)), self._collate_fn(), c["device"],
-                int(ec["num_workers"] if ec["num_workers"] is not None else data.get("num_workers", 0)),
-                export_detections=final and bool(ec["export_detections"]), amp_dtype=c["amp_dtype"])
+                self._eval_model(), self._val_dataset, batch_size, self._collate_fn(), c["device"],
+                workers, export_detections=final and bool(self.cfg["eval"]["export_detections"]),
+                amp_dtype=c["amp_dtype"])
         self.last_eval, self.last_eval_iter = values, iteration
         c["logger"].log({"event": "eval", "iter": iteration, "metrics": values})
         if final and dist.is_main():
             write_eval_outputs(self.out_dir, values, metrics, detections,
                                dataset_attr(self._val_dataset, "classes"), iteration=iteration,
-                               plots=bool(self.tc["plots"]), primary=getattr(c["core"], "primary", None))
+                               plots=bool(self.tc["plots"]),
+                               primary=c["core"].tasks.get(getattr(c["core"], "primary", None)))
         summary = "  ".join(f"{t}: " + ", ".join(f"{k}={fmt(v)}" for k, v in list(m.items())[:3])
                             for t, m in values.items())
         self._note(f"eval @ {iteration}: {summary}")
@@ -565,35 +501,6 @@ class Trainer:
         if os.path.isfile(path):
             self._ctx["logger"].close()
             viz.plot_training_curves(path, os.path.join(self.out_dir, "curves.png"))
-
-
-def write_eval_outputs(out_dir: str, values: Mapping[str, Mapping[str, float]], metrics: Mapping[str, Any],
-                       detections: Optional[List[Dict[str, Any]]], class_names: Optional[List[str]],
-                       iteration: Optional[int] = None, plots: bool = True,
-                       primary: Optional[str] = None, checkpoint: Optional[str] = None) -> None:
-    """``metrics.json``, ``detections.json`` and ``per_class_ap.png`` in ``out_dir``."""
-    os.makedirs(out_dir, exist_ok=True)
-    record: Dict[str, Any] = {"metrics": values}
-    if iteration is not None:
-        record["iteration"] = iteration
-    if checkpoint is not None:
-        record["checkpoint"] = os.path.abspath(checkpoint)
-    per_class = {}
-    if primary is not None and primary in metrics:
-        try:
-            per_class = per_class_ap(metrics[primary], class_names)
-        except Exception:  # noqa: BLE001 - a metric without per-class results
-            per_class = {}
-    if per_class:
-        record["per_class_ap"] = per_class
-    write_json(os.path.join(out_dir, "metrics.json"), record)
-    if detections is not None:
-        write_json(os.path.join(out_dir, "detections.json"), detections, indent=None)
-    if plots and per_class:
-        from mtlkit import viz
-
-        viz.plot_per_class_ap(per_class, os.path.join(out_dir, "per_class_ap.png"),
-                              title=f"{primary} per-class AP")
 
 
 class _Window:
@@ -632,14 +539,6 @@ class _Window:
                 "epoch": data_state["epoch"], "time": time.time()}
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _version() -> str:
     from mtlkit import __version__
 
@@ -649,13 +548,6 @@ def _version() -> str:
 # ----------------------------------------------------------------------------
 # the Python API
 # ----------------------------------------------------------------------------
-def load_run_config(cfg: Union[str, "os.PathLike[str]", Mapping[str, Any]],
-                    overrides: List[str] = ()) -> Dict[str, Any]:
-    from mtlkit.config import load_config
-
-    return load_config(cfg, list(overrides))
-
-
 def train(cfg: Union[str, "os.PathLike[str]", Mapping[str, Any]], out_dir: Optional[str] = None,
           iters: Optional[int] = None, resume: bool = False, checkpoint_every: Optional[int] = None,
           seed: Optional[int] = None, overrides: List[str] = (), progress: Optional[bool] = None,

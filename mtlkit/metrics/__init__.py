@@ -11,7 +11,7 @@
 from mtlkit.metrics.accumulators import DepthMetric, DetectionMetric, NormalsMetric, SceneMetric
 from mtlkit.metrics.coco_eval import CocoEvalResult, coco_map, evaluate
 from mtlkit.metrics.coco_format import (
-    Detections,
+    CocoResults,
     GroundTruth,
     load_detections,
     load_ground_truth,
@@ -26,7 +26,7 @@ __all__ = [
     "evaluate",
     "CocoEvalResult",
     "GroundTruth",
-    "Detections",
+    "CocoResults",
     "load_ground_truth",
     "load_detections",
     "to_coco_detections",

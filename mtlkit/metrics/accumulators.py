@@ -19,29 +19,27 @@ import torch
 
 from mtlkit.metrics import dense
 from mtlkit.metrics.coco_eval import SUMMARY, evaluate
-from mtlkit.metrics.coco_format import Detections, GroundTruth, xyxy_to_xywh
+from mtlkit.metrics.coco_format import CocoResults, GroundTruth, xyxy_to_xywh
+from mtlkit.task import labelled
 
 
-def _has(batch: Dict[str, Any], task: str, size: int) -> np.ndarray:
-    """(B,) bool: which samples of the batch carry the task's label."""
-    has = batch.get("has") or {}
-    if task not in has:
+def _has(batch: Dict[str, Any], task: Optional[str], size: int,
+         derived_from: Optional[str] = None) -> np.ndarray:
+    """(B,) bool: which samples of the batch carry the task's label, by the
+    rule the losses use (:func:`mtlkit.task.labelled`); every sample when the
+    metric was made without a task name."""
+    if task is None:
         return np.ones(size, dtype=bool)
-    h = has[task]
-    h = h.detach().cpu().numpy() if isinstance(h, torch.Tensor) else np.asarray(h)
-    h = h.reshape(-1).astype(bool)
-    if len(h) != size:
-        raise ValueError(f"batch['has'][{task!r}] has {len(h)} entries for a batch of {size}")
-    return h
+    return labelled(batch, task, size, derived_from).numpy()
 
 
-def _dense_inputs(prediction: Any, batch: Dict[str, Any], task: str, key: str
-                  ) -> Optional[Tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
+def _dense_inputs(prediction: Any, batch: Dict[str, Any], task: Optional[str], key: str,
+                  derived_from: Optional[str] = None) -> Optional[Tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
     """(prediction, GT on its device, has) of a dense task, or None when no
     sample of the batch carries the task's label."""
     pred = torch.as_tensor(prediction)
     gt = torch.as_tensor(batch[key], device=pred.device)
-    has = _has(batch, task, pred.shape[0])
+    has = _has(batch, task, pred.shape[0], derived_from)
     if not has.any():
         return None
     return pred, gt, has
@@ -71,8 +69,9 @@ class DetectionMetric:
 
     Args:
         classes: class names (``classes[label - 1]``) or their number C.
-        task: the task name whose ``batch["has"]`` entry selects the samples.
-        num_classes, class_names: the same given separately (as the detection plugin does).
+        task: the task name whose ``batch["has"]`` entry selects the samples (None: all);
+            ``derived_from`` as :attr:`mtlkit.task.Task.derived_from`.
+        num_classes, class_names: the same given separately (as the primary task plugin does).
 
     ``update(prediction, batch)``: ``prediction`` a list of B dicts ``{"boxes" (K, 4)
     xyxy pixels, "scores" (K,), "labels" (K,) in 1..C}``; the batch gives ``boxes`` /
@@ -90,7 +89,8 @@ class DetectionMetric:
         self,
         classes: Union[Sequence[str], int, None] = None,
         *,
-        task: str = "detection",
+        task: Optional[str] = None,
+        derived_from: Optional[str] = None,
         num_classes: Optional[int] = None,
         class_names: Optional[Sequence[str]] = None,
     ):
@@ -104,7 +104,7 @@ class DetectionMetric:
             num_classes = len(class_names)
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
-        self.task = task
+        self.task, self.derived_from = task, derived_from
         self.num_classes = int(num_classes)
         self.class_names = [str(n) for n in class_names] if class_names is not None else [
             str(i + 1) for i in range(self.num_classes)]
@@ -118,7 +118,7 @@ class DetectionMetric:
 
     def update(self, prediction: Sequence[Dict[str, Any]], batch: Dict[str, Any]) -> None:
         b = len(prediction)
-        has = _has(batch, self.task, b)
+        has = _has(batch, self.task, b, self.derived_from)
         meta = batch.get("meta")
         if meta is None or len(meta) != b:
             raise ValueError("DetectionMetric.update needs batch['meta'] with an 'id' per sample")
@@ -155,7 +155,7 @@ class DetectionMetric:
         return keep
 
     def _arrays(self):
-        """(GroundTruth, Detections) of the unique images."""
+        """(GroundTruth, CocoResults) of the unique images."""
         keep = self._unique()
 
         def cat(parts, width=None, dtype=np.float64):
@@ -172,7 +172,7 @@ class DetectionMetric:
             ids, np.arange(1, self.num_classes + 1), np.repeat(np.asarray(ids), n_gt),
             cat(self.gt_labels, dtype=np.int64), gt_xywh,
         )
-        dets = Detections.from_arrays(
+        dets = CocoResults.from_arrays(
             np.repeat(np.asarray(ids), n_dt), cat(self.dt_labels, dtype=np.int64),
             xyxy_to_xywh(cat(self.dt_boxes, 4)), cat(self.dt_scores),
         )
@@ -230,7 +230,7 @@ class DepthMetric:
 
     Args:
         task: the task name (its ``batch["has"]`` entry); ``key``: the batch key of the GT
-            depth (default: ``task``), whose validity mask is ``<key>_mask``.
+            map in metres (default: ``task``), whose validity mask is ``<key>_mask``.
         min_depth, max_depth: predictions are clamped to this range; GT above
             ``max_depth`` is not counted.
 
@@ -238,16 +238,18 @@ class DepthMetric:
     :func:`dense.depth_stats`, so ``merge`` is exact.
     """
 
-    def __init__(self, task: str = "depth", key: Optional[str] = None, min_depth: float = 1e-3,
-                 max_depth: Optional[float] = None):
-        self.task = task
+    def __init__(self, task: Optional[str] = None, key: Optional[str] = None, min_depth: float = 1e-3,
+                 max_depth: Optional[float] = None, derived_from: Optional[str] = None):
+        if key is None and task is None:
+            raise ValueError(f"{type(self).__name__} needs the task name or the batch key of its labels")
+        self.task, self.derived_from = task, derived_from
         self.key = key or task
         self.min_depth = float(min_depth)
         self.max_depth = None if max_depth is None else float(max_depth)
         self.stats = np.zeros(len(dense.DEPTH_FIELDS), dtype=np.float64)
 
     def update(self, prediction: torch.Tensor, batch: Dict[str, Any]) -> None:
-        inputs = _dense_inputs(prediction, batch, self.task, self.key)
+        inputs = _dense_inputs(prediction, batch, self.task, self.key, self.derived_from)
         if inputs is None:
             return
         pred, gt, has = inputs
@@ -263,10 +265,10 @@ class DepthMetric:
 
 
 class NormalsMetric:
-    """Angular errors of surface normals pooled over the valid pixels of the set.
+    """Angular errors of unit-vector maps (surface orientation) pooled over the valid pixels of the set.
 
     Args:
-        task: the task name; ``key``: batch key of the GT normals (default ``task``),
+        task: the task name; ``key``: batch key of the GT unit vectors (default ``task``),
             mask ``<key>_mask``.
 
     Keeps [n, sum, sum of squares, counts under 11.25/22.5/30°] and a histogram of
@@ -274,14 +276,17 @@ class NormalsMetric:
     exact and the median is within 0.005° of the exact one.
     """
 
-    def __init__(self, task: str = "normals", key: Optional[str] = None):
-        self.task = task
+    def __init__(self, task: Optional[str] = None, key: Optional[str] = None,
+                 derived_from: Optional[str] = None):
+        if key is None and task is None:
+            raise ValueError(f"{type(self).__name__} needs the task name or the batch key of its labels")
+        self.task, self.derived_from = task, derived_from
         self.key = key or task
         self.stats = np.zeros(3 + len(dense.NORMAL_THRESHOLDS), dtype=np.float64)
         self.hist = np.zeros(dense.HIST_BINS, dtype=np.int64)
 
     def update(self, prediction: torch.Tensor, batch: Dict[str, Any]) -> None:
-        inputs = _dense_inputs(prediction, batch, self.task, self.key)
+        inputs = _dense_inputs(prediction, batch, self.task, self.key, self.derived_from)
         if inputs is None:
             return
         pred, gt, has = inputs
@@ -300,20 +305,23 @@ class NormalsMetric:
 
 
 class SceneMetric:
-    """Top-1 scene accuracy over the samples that have a scene label.
+    """Top-1 accuracy of an image-level classification over the samples that have its label.
 
     ``update(prediction (B, S) probabilities or logits, batch)`` with ``batch[key]``
     (B,) int64 (``key`` defaults to ``task``). ``compute()`` -> ``{"top1": ...}``.
     """
 
-    def __init__(self, task: str = "scene", key: Optional[str] = None):
-        self.task = task
+    def __init__(self, task: Optional[str] = None, key: Optional[str] = None,
+                 derived_from: Optional[str] = None):
+        if key is None and task is None:
+            raise ValueError(f"{type(self).__name__} needs the task name or the batch key of its labels")
+        self.task, self.derived_from = task, derived_from
         self.key = key or task
         self.counts = np.zeros(2, dtype=np.float64)  # [n, correct]
 
     def update(self, prediction: torch.Tensor, batch: Dict[str, Any]) -> None:
         pred = torch.as_tensor(prediction)
-        has = _has(batch, self.task, pred.shape[0])
+        has = _has(batch, self.task, pred.shape[0], self.derived_from)
         self.counts += dense.scene_counts(pred, batch[self.key], torch.as_tensor(has))
 
     def merge(self, other: "SceneMetric") -> "SceneMetric":

@@ -37,7 +37,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from mtlkit.metrics.coco_format import Detections, GroundTruth, _index_of, load_detections, load_ground_truth
+from mtlkit.metrics.coco_format import CocoResults, GroundTruth, _index_of, load_detections, load_ground_truth
 from mtlkit.errors import DataError
 
 #: the exact arrays pycocotools uses (np.arange would differ in the last bits)
@@ -210,7 +210,7 @@ def evaluate(gt, detections) -> CocoEvalResult:
 
     Args:
         gt: COCO ground-truth dict, JSON path, or :class:`GroundTruth`.
-        detections: list of COCO results, JSON path, or :class:`Detections`.
+        detections: list of COCO results, JSON path, or :class:`CocoResults`.
 
     Raises:
         DataError: malformed input, or a detection on an image absent from ``gt``.

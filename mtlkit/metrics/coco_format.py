@@ -1,7 +1,7 @@
 """COCO detection format: parse it into compact arrays, and produce it from mtlkit data.
 
 Parsing (:func:`load_ground_truth`, :func:`load_detections`) turns the COCO
-dicts (or JSON files) into :class:`GroundTruth` / :class:`Detections`, plain
+dicts (or JSON files) into :class:`GroundTruth` / :class:`CocoResults`, plain
 numpy arrays that :mod:`mtlkit.metrics.coco_eval` works on. The same classes
 can be built straight from arrays (``from_arrays``), which is how the
 detection accumulator avoids a round trip through dicts.
@@ -168,7 +168,7 @@ class GroundTruth:
 
 
 @dataclass
-class Detections:
+class CocoResults:
     """Detections as arrays (each row one COCO result ``{image_id, category_id, bbox, score}``).
 
     Attributes:
@@ -186,7 +186,7 @@ class Detections:
     scores: np.ndarray
 
     @classmethod
-    def from_arrays(cls, image_ids, cat_ids, boxes_xywh, scores) -> "Detections":
+    def from_arrays(cls, image_ids, cat_ids, boxes_xywh, scores) -> "CocoResults":
         boxes = np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4)
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
         image_ids = np.asarray(image_ids).reshape(-1)
@@ -257,10 +257,10 @@ def load_ground_truth(gt: Union[PathLike, Mapping[str, Any], GroundTruth]) -> Gr
     )
 
 
-def load_detections(detections: Union[PathLike, Sequence[Mapping[str, Any]], Detections]) -> Detections:
+def load_detections(detections: Union[PathLike, Sequence[Mapping[str, Any]], CocoResults]) -> CocoResults:
     """A list of COCO results ``{image_id, category_id, bbox [x,y,w,h], score}`` or the
-    path of its JSON file -> :class:`Detections`."""
-    if isinstance(detections, Detections):
+    path of its JSON file -> :class:`CocoResults`."""
+    if isinstance(detections, CocoResults):
         return detections
     if isinstance(detections, (str, os.PathLike)):
         detections = _load_json(detections, "detections")
@@ -269,7 +269,7 @@ def load_detections(detections: Union[PathLike, Sequence[Mapping[str, Any]], Det
     what = "detection"
     boxes = _boxes(_field(detections, "bbox", what), what)
     scores = _floats(_field(detections, "score", what), what, "score")
-    return Detections(
+    return CocoResults(
         np.asarray(_ids(_field(detections, "image_id", what), what, "image_id"), dtype=np.int64),
         np.asarray(_ids(_field(detections, "category_id", what), what, "category_id"), dtype=np.int64),
         boxes,
@@ -292,13 +292,17 @@ def xyxy_to_xywh(boxes: Any) -> np.ndarray:
     return np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
 
 
-def to_coco_detections(preds: Sequence[Mapping[str, Any]], image_ids: Sequence[Any]) -> List[Dict[str, Any]]:
-    """Per-image predictions -> a COCO results list.
+def to_coco_detections(preds: Sequence[Mapping[str, Any]], image_ids: Sequence[Any],
+                       box_decimals: Optional[int] = None,
+                       score_decimals: Optional[int] = None) -> List[Dict[str, Any]]:
+    """Per-image predictions -> a COCO results list (the one COCO results writer).
 
     Args:
         preds: one dict per image: ``boxes`` (K, 4) xyxy pixels, ``scores`` (K,),
             ``labels`` (K,) in 1..C (tensors or arrays).
         image_ids: the COCO image id of each entry of ``preds``.
+        box_decimals, score_decimals: round the written figures (a smaller
+            ``detections.json``); None keeps them exact.
 
     Returns:
         ``[{"image_id", "category_id" (= label), "bbox" [x, y, w, h], "score"}, ...]``
@@ -316,6 +320,10 @@ def to_coco_detections(preds: Sequence[Mapping[str, Any]], image_ids: Sequence[A
                 f"image {image_id!r}: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels"
             )
         iid = image_id.item() if hasattr(image_id, "item") else image_id
+        if box_decimals is not None:
+            boxes = [[round(v, box_decimals) for v in b] for b in boxes]
+        if score_decimals is not None:
+            scores = [round(v, score_decimals) for v in scores]
         out.extend(
             {"image_id": iid, "category_id": c, "bbox": b, "score": s}
             for b, s, c in zip(boxes, scores, labels)

@@ -14,10 +14,13 @@ section. The model section::
       weighting: fixed                     # weighting plugin (or {name: ..., <options>})
 
 No auxiliary task: no ROCK block (plain SSD). With a full config, the
-``eval`` section's keys that are also options of the primary task
-(``score_threshold``, ``iou_threshold``, ``top_k``, ``max_detections``…)
-override the primary task's options; ``data.image_size`` is passed to the
-primary task's ``build_head`` as ``image_size``.
+``eval`` section sets the primary task's post-processing options (those it
+names in :attr:`mtlkit.task.Task.postprocess_options`); ``data.image_size``
+is passed to the primary task's ``build_head`` as ``image_size``.
+
+The config is validated once, by :func:`mtlkit.config.validate_config`
+(called here on a raw dict or path); the components are built from the
+validated options as they are.
 """
 
 from __future__ import annotations
@@ -29,10 +32,9 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from mtlkit.config import check_options
 from mtlkit.errors import ConfigError
 from mtlkit.registry import did_you_mean, get_registry
-from mtlkit.task import COMMON_DEFAULTS, PRIMARY, AuxiliaryTask, Task
+from mtlkit.task import PRIMARY, AuxiliaryTask, Task
 
 
 
@@ -98,13 +100,15 @@ class MultiTaskModel(nn.Module):
         return self.postprocess(self(images), tuple(images.shape[-2:]))
 
     def set_eval_options(self, **options: Any) -> None:
-        """Override post-processing options of the primary task (e.g.
-        ``score_threshold``); unknown names raise :class:`ConfigError`."""
+        """Override post-processing options of the primary task (those of its
+        ``postprocess_options``, e.g. ``score_threshold``); other names raise
+        :class:`ConfigError`."""
         task = self.tasks[self.primary]
+        allowed = tuple(getattr(task, "postprocess_options", ())) or tuple(task.options)
         for key, value in options.items():
-            if key not in task.options:
-                raise ConfigError(f"eval.{key}: not an option of the primary task '{self.primary}'"
-                                  f"{did_you_mean(key, task.options)}")
+            if key not in allowed:
+                raise ConfigError(f"eval.{key}: not a post-processing option of the primary task "
+                                  f"'{self.primary}'{did_you_mean(key, allowed)}")
             task.options[key] = value
 
 
@@ -147,7 +151,10 @@ def _split_config(cfg: Any) -> Tuple[Dict[str, Any], Dict[str, Any], Optional[Tu
 
 def build_tasks(tasks_cfg: Any, eval_cfg: Optional[Mapping[str, Any]] = None,
                 registry=None) -> Tuple["OrderedDict[str, Task]", str]:
-    """``model.tasks`` -> (ordered name -> Task with the primary first, primary name)."""
+    """``model.tasks`` (validated by :func:`mtlkit.config.validate_config`) ->
+    (ordered name -> Task with the primary first, primary name). The primary
+    task's :attr:`~mtlkit.task.Task.postprocess_options` are taken from
+    ``eval_cfg``."""
     registry = registry or get_registry()
     if not isinstance(tasks_cfg, Mapping) or not tasks_cfg:
         raise ConfigError("model.tasks: expected a mapping of task name -> options with at least "
@@ -161,10 +168,9 @@ def build_tasks(tasks_cfg: Any, eval_cfg: Optional[Mapping[str, Any]] = None,
         where = f"model.tasks.{name}"
         if not isinstance(cls, type) or not issubclass(cls, Task):
             raise ConfigError(f"{where}: task '{name}' is not an mtlkit.task.Task subclass")
-        defaults = {**COMMON_DEFAULTS, **getattr(cls, "defaults", {})}
-        check_options(options, defaults, where, getattr(cls, "choices", None))
         if cls.role == PRIMARY and eval_cfg:
-            options.update({k: v for k, v in eval_cfg.items() if k in defaults})
+            # the post-processing options' one home is the eval section
+            options.update({k: eval_cfg[k] for k in cls.postprocess_options if k in eval_cfg})
         built[name] = cls(name, options)
     primaries = [n for n, t in built.items() if t.role == PRIMARY]
     if len(primaries) != 1:

@@ -74,3 +74,24 @@ def make_out_dir(path: PathLike, what: str = "--out") -> str:
     except OSError as exc:
         raise MtlkitError(f"{what} {path}: cannot create the folder ({exc.strerror or exc})") from None
     return path
+
+
+def plain(value, json_safe: bool = False):
+    """A copy of ``value`` made of plain dicts (str keys) and lists, as YAML and
+    JSON writers want: mappings -> dict, tuples -> lists. ``json_safe`` also
+    turns 0-d tensors / numpy scalars into Python numbers and non-finite floats
+    into strings ("nan", "inf"), which JSON cannot hold."""
+    from collections.abc import Mapping
+
+    if isinstance(value, Mapping):
+        return {str(k): plain(v, json_safe) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v, json_safe) for v in value]
+    if json_safe:
+        import math
+
+        if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+    return value

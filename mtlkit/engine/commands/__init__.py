@@ -1,3 +1,2 @@
-"""The engine's CLI commands: ``mtlkit train``, ``mtlkit eval``, ``mtlkit detect``
-(and the lead's ``mtlkit ablate``). Each module exposes ``add_arguments(parser)``
-and ``main(args) -> int``."""
+"""Legacy home of ``mtlkit ablate``'s command module (:mod:`.ablate`); every
+other command lives in :mod:`mtlkit.commands`."""
