@@ -373,14 +373,29 @@ def _lookup(kind: str, name: str, where: str) -> Any:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+def component_options(cls: Any, options: Mapping[str, Any], where: str,
+                      extra_defaults: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """The one option check of a component class (a fusion, weighting,
+    backbone, dataset, the ROCK block...): ``options`` against its ``defaults``
+    (plus ``extra_defaults``; unknown keys with a did-you-mean, types),
+    ``choices`` and ``ranges``; returns the options merged over the defaults.
+    :func:`validate_config` runs it on every component of a config; code that
+    builds a component by hand calls it once before (components do not check
+    again). Numbers coerced by the check (``1e3`` for an int) are written
+    back into ``options`` when it is a dict."""
+    defaults = {**(getattr(cls, "defaults", None) or {}), **(extra_defaults or {})}
+    check_options(options, defaults, where, getattr(cls, "choices", None))
+    check_ranges(options, getattr(cls, "ranges", None) or {}, where)
+    return {**defaults, **options}
+
+
 def _check_component(spec: Any, kind: str, where: str, name_key: str = "name") -> Dict[str, Any]:
     spec = component(spec, where, name_key)
     obj = _lookup(kind, spec[name_key], f"{where}.{name_key}" if name_key != "name" else where)
-    defaults = dict(getattr(obj, "defaults", None) or {})
-    if kind == "dataset":
-        defaults.setdefault("label_subset", None)  # every dataset's (mtlkit.data.build_dataset)
+    extra = {"label_subset": None} if kind == "dataset" else None  # every dataset's (mtlkit.data.build_dataset)
     options = {k: v for k, v in spec.items() if k != name_key}
-    check_options(options, defaults, where, getattr(obj, "choices", None))
+    component_options(obj, options, where, extra)
+    spec.update(options)
     return spec
 
 
@@ -453,7 +468,7 @@ def validate_config(cfg: Mapping[str, Any]) -> Dict[str, Any]:
             if model.get(key) is not None:
                 model[key] = _check_component(model[key], kind, f"model.{key}")
         if model.get("block") is not None:
-            check_options(model["block"], RockBlock.defaults, "model.block", RockBlock.choices)
+            component_options(RockBlock, model["block"], "model.block")
         tasks = model.get("tasks") or {}
         if not isinstance(tasks, Mapping):
             raise ConfigError(f"model.tasks: expected a mapping task name -> options, got {_describe(tasks)}")

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtlkit import hookimpl
-from mtlkit.errors import ConfigError
 from mtlkit.fusion import Fusion, PostNorm
 
 
@@ -23,16 +22,27 @@ class ResidualFusion(Fusion):
     The decoded maps are added one by one into a single buffer (never one
     C-channel map per task held at once).
 
-    Options: ``post_norm`` (bool, true): BN + ReLU after the sum.
+    Options:
+
+    * ``post_norm`` (bool, true): BN + ReLU after the sum.
+    * ``scale_init`` (float or null, null): with a number, the decoded sum is
+      multiplied by a learned scalar starting there, X~ = X + a * sum_t Dec_t
+      (``0.0``: the block starts as the identity on X, as zero-initialised
+      residual branches do, so pre-trained features reach the head unchanged
+      at first).
     """
 
-    defaults = {"post_norm": True}
+    defaults = {"post_norm": True, "scale_init": None}
 
     def __init__(self, channels, names, **options):
         super().__init__(channels, names, **options)
         self.post = PostNorm(channels) if self.options["post_norm"] else None
+        init = self.options["scale_init"]
+        self.scale = None if init is None else nn.Parameter(torch.tensor(float(init)))
 
     def forward(self, x: torch.Tensor, decoded: Iterator[Tuple[str, torch.Tensor]]) -> torch.Tensor:
+        if self.scale is not None:
+            decoded = ((name, d * self.scale) for name, d in decoded)
         out = None
         reuse = not torch.is_grad_enabled()  # no autograd: the decoded maps are scratch
         for _, d in decoded:
@@ -67,8 +77,6 @@ class ConcatFusion(Fusion):
 
     def __init__(self, channels, names, **options):
         super().__init__(channels, names, **options)
-        if self.options["merge"] not in ("each", "sum"):
-            raise ConfigError(f"model.fusion.merge must be 'each' or 'sum', got {self.options['merge']!r}")
         inputs = 1 + (len(self.names) if self.options["merge"] == "each" else 1)
         self.proj = nn.Conv2d(inputs * channels, channels, 1, bias=not self.options["post_norm"])
         self.post = PostNorm(channels) if self.options["post_norm"] else None
@@ -111,13 +119,11 @@ class GatedFusion(Fusion):
         if gate == "channel":
             self.gates = nn.ParameterDict(
                 {n: nn.Parameter(torch.full((1, channels, 1, 1), init)) for n in self.names})
-        elif gate == "pixel":
+        else:  # "pixel" (the choices are checked by the config)
             self.gates = nn.ModuleDict({n: nn.Conv2d(channels, 1, 1) for n in self.names})
             for conv in self.gates.values():
                 nn.init.zeros_(conv.weight)
                 nn.init.constant_(conv.bias, init)
-        else:
-            raise ConfigError(f"model.fusion.gate must be 'channel' or 'pixel', got {gate!r}")
         self.post = PostNorm(channels) if self.options["post_norm"] else None
 
     def forward(self, x: torch.Tensor, decoded: Iterator[Tuple[str, torch.Tensor]]) -> torch.Tensor:

@@ -3,13 +3,16 @@
 import pytest
 import torch
 
+from mtlkit.config import component_options
 from mtlkit.errors import ConfigError
 from mtlkit.registry import get_registry
 
 
 
 def fusion(name, channels=6, names=("a", "b"), **options):
-    return get_registry().get("fusion", name)(channels, list(names), **options)
+    # the options pass the config's one check first, as build_model's do
+    cls = get_registry().get("fusion", name)
+    return cls(channels, list(names), **component_options(cls, options, "model.fusion"))
 
 
 def maps(seed=0):

@@ -5,6 +5,7 @@ import torch
 
 from mtlkit.errors import ConfigError
 from mtlkit.models.compose import build_model
+from mtlkit.config import component_options
 from mtlkit.models.rock import ConvBNReLU, RockBlock
 from mtlkit.registry import get_registry
 
@@ -19,7 +20,9 @@ def aux_tasks(**groups):
 
 
 def block(fusion="residual", **options):
-    return RockBlock(32, aux_tasks(), get_registry().get("fusion", fusion), {}, **options)
+    # the options pass the config's one check first, as build_model's do
+    return RockBlock(32, aux_tasks(), get_registry().get("fusion", fusion), {},
+                     **component_options(RockBlock, options, "model.block"))
 
 
 def test_paper_structure_and_shapes():

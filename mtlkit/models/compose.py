@@ -212,6 +212,10 @@ def build_model(cfg: Any, image_size: Optional[Sequence[int]] = None) -> MultiTa
         if not_aux:
             raise ConfigError(f"model.tasks.{not_aux[0]}: an auxiliary task must subclass "
                               f"mtlkit.task.AuxiliaryTask")
+        from mtlkit.fusion import Fusion
+
+        if not (isinstance(fusion_cls, type) and issubclass(fusion_cls, Fusion)):
+            raise ConfigError(f"model.fusion: {fusion_cls!r} is not an mtlkit.fusion.Fusion subclass")
         block = RockBlock(backbone.out_channels[-1], aux, fusion_cls, fusion_options, **block_options)
 
     context = {"image_size": size, "strides": list(getattr(backbone, "strides", []))}

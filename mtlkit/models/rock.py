@@ -39,7 +39,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtlkit.errors import ConfigError
-from mtlkit.fusion import Fusion
 from mtlkit.task import AuxiliaryTask
 
 
@@ -134,7 +133,7 @@ class RockBlock(nn.Module):
         "shared_channels": 256,
         "fold_bn": True,
     }
-    #: allowed values of the string options (read by config validation)
+    #: allowed values of the string options (read by mtlkit.config.component_options)
     choices: ClassVar[Dict[str, Tuple[str, ...]]] = {
         "pooling": ("intensive", "plain"),
         "decoder": ("per_task", "shared"),
@@ -143,27 +142,13 @@ class RockBlock(nn.Module):
     def __init__(self, in_channels: int, tasks: Mapping[str, AuxiliaryTask], fusion_cls: type,
                  fusion_options: Optional[Dict[str, Any]] = None, **options: Any):
         super().__init__()
-        unknown = sorted(set(options) - set(self.defaults))
-        if unknown:
-            from mtlkit.registry import did_you_mean
-
-            raise ConfigError(f"model.block: unknown option '{unknown[0]}'"
-                              f"{did_you_mean(unknown[0], self.defaults)}; known options: "
-                              f"{', '.join(sorted(self.defaults))}")
+        # The options were checked once, at the config boundary
+        # (mtlkit.config.component_options), the tasks and the fusion class by
+        # the model composer; only what no option check sees is refused here.
         opts = {**self.defaults, **options}
         self.options = opts
-        if opts["pooling"] not in ("intensive", "plain"):
-            raise ConfigError(f"model.block.pooling must be 'intensive' or 'plain', got {opts['pooling']!r}")
-        if opts["decoder"] not in ("per_task", "shared"):
-            raise ConfigError(f"model.block.decoder must be 'per_task' or 'shared', got {opts['decoder']!r}")
         if not tasks:
             raise ConfigError("model.block: the ROCK block needs at least one auxiliary task")
-        for name, task in tasks.items():
-            if not isinstance(task, AuxiliaryTask):
-                raise ConfigError(f"model.tasks.{name}: task '{name}' is auxiliary but "
-                                  f"{type(task).__name__} is not an mtlkit.task.AuxiliaryTask")
-        if not (isinstance(fusion_cls, type) and issubclass(fusion_cls, Fusion)):
-            raise ConfigError(f"model.fusion: {fusion_cls!r} is not an mtlkit.fusion.Fusion subclass")
         self.tasks = dict(tasks)
         self.in_channels = int(in_channels)
         fold = bool(opts["fold_bn"])
@@ -239,8 +224,3 @@ class RockBlock(nn.Module):
         if not self.fusion.uses_decoded:
             return self.fusion(x, iter(())), predictions
         return self.fusion(x, self._decoded(maps)), predictions
-
-
-#: the ``model.block`` schema read by :func:`mtlkit.config.validate_config`
-BLOCK_DEFAULTS: Dict[str, Any] = RockBlock.defaults
-BLOCK_CHOICES: Dict[str, Tuple[str, ...]] = RockBlock.choices
