@@ -106,3 +106,17 @@ def test_missing_modality_batch_trains_without_nan():
     total, _ = model.weighting(losses)
     total.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_postprocess_options_come_from_the_primary_task():
+    # the eval section holds the options the primary task declares, not a fixed list
+    from mtlkit.config import validate_config
+
+    cfg = {"model": model_cfg(), "eval": {"score_threshold": 0.3}}
+    assert validate_config(cfg)["eval"] == {"score_threshold": 0.3}
+    with pytest.raises(ConfigError, match="unknown key 'eval.top_k'"):
+        validate_config({"model": model_cfg(), "eval": {"top_k": 5}})  # not an option of tiny_detection
+    bad = model_cfg()
+    bad["tasks"]["tiny_detection"] = {"score_threshold": 0.3}
+    with pytest.raises(ConfigError, match="model.tasks.tiny_detection.score_threshold: .* eval.score_threshold"):
+        validate_config({"model": bad})
