@@ -234,11 +234,11 @@ def test_config_validation_of_train_section():
         validate_config({"eval": {"top_k": "many"}})
 
 
-def test_amp_on_cpu_is_ignored_with_a_note(tmp_path, capsys):
+def test_amp_on_cpu_autocasts_in_bfloat16_with_a_note_for_float16(tmp_path, capsys):
     a = train(cfg_with(iters=3, amp=True, amp_dtype="float16"), tmp_path / "amp", **fake_parts())
-    assert "train.amp is ignored on CPU" in capsys.readouterr().err
-    b = train(cfg_with(iters=3), tmp_path / "fp32", **fake_parts())
-    assert a == b
+    assert "train.amp_dtype=float16 is CUDA-only: autocast on CPU uses bfloat16" in capsys.readouterr().err
+    b = train(cfg_with(iters=3, amp=True, amp_dtype="bfloat16"), tmp_path / "bf16", **fake_parts())
+    assert a == b  # the float16 request ran the same bfloat16 autocast
     assert torch.load(tmp_path / "amp" / "last.pt", weights_only=True)["scaler"] is None
 
 

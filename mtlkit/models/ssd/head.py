@@ -31,10 +31,27 @@ def _groups(channels: int) -> int:
     return g
 
 
+class _ExtraConv2d(nn.Conv2d):
+    """A Conv2d that runs in float32 under CPU autocast when its input is
+    smaller than its kernel and it is strided: oneDNN's bfloat16 weight
+    gradient of such a conv (a 3x3/2 on a 1x1 map, as the extra layers meet on
+    small images) reads uninitialised memory, measured with torch 2.13 on CPU:
+    gradients that differ between identical steps, sometimes NaN. The maps are
+    a few pixels, so float32 costs nothing measurable."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        degenerate = (x.shape[-2] < self.kernel_size[0] or x.shape[-1] < self.kernel_size[1]) \
+            and self.stride != (1, 1)
+        if degenerate and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(x.float())
+        return super().forward(x)
+
+
 def _conv_block(cin: int, cout: int, kernel: int, stride: int, padding: int,
                 norm: str) -> nn.Sequential:
-    layers: List[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding,
-                                         bias=norm == "none")]
+    layers: List[nn.Module] = [_ExtraConv2d(cin, cout, kernel, stride=stride, padding=padding,
+                                            bias=norm == "none")]
     if norm == "batch":
         layers.append(nn.BatchNorm2d(cout))
     elif norm == "group":
