@@ -101,7 +101,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["mtlkit", "mtlkit.*"]) + ["mtlkit_plugins"],
     package_dir={"mtlkit_plugins": "plugins"},
-    package_data={"mtlkit": ["py.typed"]},
+    package_data={"mtlkit": ["py.typed", "weights/*.pt", "weights/*.md"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     install_requires=[

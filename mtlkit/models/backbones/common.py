@@ -95,6 +95,28 @@ def _summarise(names: Sequence[str], limit: int = 8) -> str:
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
+#: ``builtin:NAME`` weights are ``mtlkit/weights/NAME.pt`` (shipped with the package)
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           "weights")
+
+
+def resolve_weights_path(path: str, field: str = "model.backbone.weights") -> str:
+    """A weights path as given, or for ``builtin:NAME`` the file shipped in
+    ``mtlkit/weights/`` (a :class:`ConfigError` lists them when NAME is unknown)."""
+    path = os.fspath(path)
+    if not path.startswith(BUILTIN_PREFIX):
+        return path
+    name = path[len(BUILTIN_PREFIX):]
+    full = os.path.join(BUILTIN_DIR, f"{name}.pt")
+    if not os.path.isfile(full):
+        shipped = sorted(f[:-3] for f in os.listdir(BUILTIN_DIR) if f.endswith(".pt")) \
+            if os.path.isdir(BUILTIN_DIR) else []
+        raise ConfigError(f"{field}: no built-in weights '{name}'; shipped: "
+                          f"{', '.join(BUILTIN_PREFIX + n for n in shipped) or 'none'}")
+    return full
+
+
 def read_state_dict(path: str, field: str = "model.backbone.weights") -> Dict[str, torch.Tensor]:
     """Load a state dict of tensors from ``path`` (``weights_only=True``).
 
@@ -102,7 +124,7 @@ def read_state_dict(path: str, field: str = "model.backbone.weights") -> Dict[st
     ``"state_dict"`` or ``"model"``. Raises :class:`ConfigError` naming
     ``field`` and the file when it is missing or not a state dict.
     """
-    path = os.fspath(path)
+    path = resolve_weights_path(path, field)
     if not os.path.isfile(path):
         raise ConfigError(f"{field}: weights file '{path}' does not exist")
     try:
