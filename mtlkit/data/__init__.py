@@ -40,6 +40,10 @@ __all__ = [
 def build_dataset(cfg: Mapping[str, Any], where: str = "dataset"):
     """Build a dataset from ``{"type": name, <options>}``.
 
+    Every type also takes ``label_subset: {fraction, tasks, seed}``: only that
+    fraction of the samples carry the listed tasks' labels
+    (:class:`mtlkit.data.dataset.LabelSubset`).
+
     The type is looked up in the registry (kind ``dataset``); the options are
     checked against the factory's ``defaults`` (unknown option -> ConfigError
     with a did-you-mean) and passed as keyword arguments.
@@ -54,7 +58,7 @@ def build_dataset(cfg: Mapping[str, Any], where: str = "dataset"):
         raise ConfigError(f"{where} must be a mapping with a 'type', got {cfg!r}")
     if "type" not in cfg:
         raise ConfigError(f"{where}: missing 'type' (the name of a dataset plugin, e.g. synthetic, nyuv2, coco)")
-    options = {k: v for k, v in cfg.items() if k != "type"}
+    options = {k: v for k, v in cfg.items() if k not in ("type", "label_subset")}
     try:
         factory = get_registry().get("dataset", cfg["type"])
     except RegistryError as exc:
@@ -62,7 +66,17 @@ def build_dataset(cfg: Mapping[str, Any], where: str = "dataset"):
     defaults = getattr(factory, "defaults", None)
     if defaults is not None:
         options = validate_options(options, defaults, f"{where} (dataset '{cfg['type']}')")
-    return factory(**options)
+    dataset = factory(**options)
+    subset = cfg.get("label_subset")
+    if subset is not None:
+        from mtlkit.data.dataset import LabelSubset
+
+        if not isinstance(subset, Mapping):
+            raise ConfigError(f"{where}.label_subset must be a mapping {{fraction, tasks, seed}}, got {subset!r}")
+        subset = validate_options(subset, LabelSubset.OPTIONS, f"{where}.label_subset")
+        dataset = LabelSubset(dataset, subset["fraction"], subset["tasks"], subset["seed"],
+                              where=f"{where}.label_subset")
+    return dataset
 
 
 def build_split(data_cfg: Mapping[str, Any], split: str, train: Optional[bool] = None,

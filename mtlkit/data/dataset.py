@@ -11,6 +11,52 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from mtlkit.data.collate import collate
 
 
+class LabelSubset(Dataset):
+    """``dataset`` where only a fixed fraction of the samples carry the labels
+    of some tasks: the others get ``has[task] = False``, so those tasks' losses
+    and metrics skip them (the paper's "auxiliary supervision on 30% of the
+    images").
+
+    The labelled samples are the first ``round(fraction * len(dataset))`` of a
+    permutation seeded by ``seed``: the same subset for every run and epoch.
+    Config: a split's ``label_subset: {fraction: 0.3, tasks: [scene, depth,
+    normals], seed: 0}`` (see :func:`mtlkit.data.build_dataset`).
+    """
+
+    OPTIONS = {"fraction": 1.0, "tasks": [], "seed": 0}
+
+    def __init__(self, dataset: Dataset, fraction: float, tasks, seed: int = 0,
+                 where: str = "label_subset"):
+        from mtlkit.errors import ConfigError
+
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
+            raise ConfigError(f"{where}.fraction must be a number in [0, 1], got {fraction!r}")
+        if not isinstance(tasks, (list, tuple)) or not tasks or not all(isinstance(t, str) for t in tasks):
+            raise ConfigError(f"{where}.tasks must be a non-empty list of task names, got {tasks!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"{where}.seed must be an integer, got {seed!r}")
+        self.dataset = dataset
+        self.tasks = list(tasks)
+        n = len(dataset)
+        self.labelled = np.zeros(n, dtype=bool)
+        order = np.random.default_rng([seed, 0x5AB5E7]).permutation(n)
+        self.labelled[order[:int(round(float(fraction) * n))]] = True
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        sample = self.dataset[index]
+        if not self.labelled[int(index)]:
+            sample["has"] = {**(sample.get("has") or {}), **{t: False for t in self.tasks}}
+        return sample
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset" or "dataset" not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.__dict__["dataset"], name)
+
+
 class TransformedDataset(Dataset):
     """``dataset`` with ``transform(sample, rng)`` applied to each item.
 

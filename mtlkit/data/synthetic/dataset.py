@@ -68,12 +68,6 @@ class SyntheticRooms(Dataset):
     * ``cache_dir`` (None): when set, each sample is rendered once and stored
       there (compressed npz, atomic writes) in a sub-folder keyed by every
       option above, then read back.
-    * ``aux_fraction`` (1.0): the fraction of samples that carry the
-      auxiliary labels (scene, depth, normals); the others have
-      ``has[task] = False`` (their auxiliary losses ignore them), as when only
-      part of a training set has extra modalities. The labelled samples are a
-      fixed subset, the first ``round(aux_fraction * size)`` of a permutation
-      seeded by the set's seed, the same for every training run.
     * ``root`` (None): a folder written by ``mtlkit data synth``; samples are
       read from it (from its memory-mapped ``pack/`` when it has one, see
       :func:`~.storage.write_pack`) and the rendering options above are
@@ -95,19 +89,12 @@ class SyntheticRooms(Dataset):
         "scene_weights": None,
         "cache_dir": None,
         "root": None,
-        "aux_fraction": 1.0,
     }
 
     def __init__(self, split: str = "train", size: Optional[int] = None, seed: int = 0,
                  image_size=(240, 320), shadows: bool = True, noise: float = 0.012,
                  min_visible_fraction: float = 0.2, min_area: float = 0.0005, kinect_holes: bool = False,
-                 scene_weights=None, cache_dir: Optional[str] = None, root: Optional[str] = None,
-                 aux_fraction: float = 1.0):
-        if isinstance(aux_fraction, bool) or not isinstance(aux_fraction, (int, float)) \
-                or not 0.0 <= float(aux_fraction) <= 1.0:
-            raise ConfigError(f"synthetic: aux_fraction must be a number in [0, 1], got {aux_fraction!r}")
-        self.aux_fraction = float(aux_fraction)
-        self._aux_labelled: Optional[np.ndarray] = None
+                 scene_weights=None, cache_dir: Optional[str] = None, root: Optional[str] = None):
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
             raise ConfigError(f"synthetic: size must be a non-negative int or null, got {size!r}")
         self.root = None if root is None else os.fspath(root)
@@ -174,25 +161,11 @@ class SyntheticRooms(Dataset):
         storage.save_sample(path, arrays)
         return arrays
 
-    def aux_labelled(self) -> np.ndarray:
-        """(size,) bool: which samples keep their auxiliary labels (``aux_fraction``)."""
-        if self._aux_labelled is None:
-            keep = np.ones(self.size, bool)
-            if self.aux_fraction < 1.0:
-                order = np.random.default_rng([int(self.seed), 0xA0C]).permutation(self.size)
-                keep[:] = False
-                keep[order[:int(round(self.aux_fraction * self.size))]] = True
-            self._aux_labelled = keep
-        return self._aux_labelled
-
     def __getitem__(self, index: int) -> Dict[str, Any]:
         index = int(index)
         if index < 0:
             index += self.size
-        sample = to_sample(self.arrays(index), index)
-        if not self.aux_labelled()[index]:
-            sample["has"].update(scene=False, depth=False, normals=False)
-        return sample
+        return to_sample(self.arrays(index), index)
 
     def __repr__(self) -> str:
         where = f"root={self.root!r}" if self.root else f"split={self.split!r}, seed={self.seed}"
