@@ -14,7 +14,8 @@ from mtlkit.registry import get_registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*", "*.yaml")))
-VARIANTS = ["ssd", "flat_mtl", "intensive_pooling", "rock", "rock_concat", "rock_gated", "rock_light"]
+VARIANTS = ["ssd", "flat_mtl", "intensive_pooling", "rock", "rock_concat", "rock_gated", "rock_light",
+            "rock_depth_only", "rock_aux30"]
 
 
 def load(path, overrides=()):
