@@ -1,5 +1,6 @@
-"""`mtlkit ablate`: trains each row per seed, writes the table, and resumes
-without redoing finished runs."""
+"""`mtlkit ablate`: splits rendered once for every run, runs in parallel
+processes with the same numbers as one at a time, the table and its schema,
+re-use only with identical settings, row names that are names."""
 
 import json
 import os
@@ -7,69 +8,165 @@ import os
 import pytest
 
 from mtlkit import cli
-from mtlkit.engine.commands import ablate
+from mtlkit.engine.ablation import report
+from mtlkit.engine.ablation.plan import Row
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(REPO, "configs", "synthetic")
 
 TINY = [
-    "data.train.size=8", "data.val.size=4", "data.image_size=[64,96]",
-    "data.train.image_size=[64,96]", "data.val.image_size=[64,96]", "data.batch_size=4",
-    "data.num_workers=0", "train.progress=false", "train.plots=false",
+    "data.train.size=8", "data.val.size=4", "data.test.size=6", "data.image_size=[64,96]",
+    "data.train.image_size=[64,96]", "data.val.image_size=[64,96]", "data.test.image_size=[64,96]",
+    "data.batch_size=4", "train.plots=false", "train.log_every=1",
+    "model.backbone.weights=null",
 ]
+RUN_KEYS = {"model", "seed", "data_seed", "AP", "AP50", "AP75", "iters", "train_seconds"}
 
 
-def _args(out, *extra):
-    args = ["ablate", os.path.join(REPO, "configs", "synthetic"), "--out", str(out),
-            "--rows", "ssd,rock", "--iters", "2", "--seeds", "0", "1"]
+def _args(out, *extra, rows="ssd,rock", seeds=("0", "1")):
+    args = ["ablate", CONFIGS, "--out", str(out), "--rows", rows, "--iters", "2", "--no-progress",
+            "--seeds", *seeds]
     for override in TINY:
         args += ["-o", override]
     return args + list(extra)
 
 
-def test_ablation_table_and_resume(tmp_path, capsys, monkeypatch):
-    assert cli.main(_args(tmp_path)) == 0
-    table = (tmp_path / "ablation.md").read_text()
-    lines = table.strip().splitlines()
-    assert lines[0] == "| Model | mAP@0.5 | mAP@0.75 | mAP@[.5:.95] |"
-    assert [line.split("|")[1].strip() for line in lines[2:]] == ["SSD", "+ fusion (ROCK)"]
-    assert "±" in lines[2]  # two seeds: mean ± std
-    data = json.loads((tmp_path / "ablation.json").read_text())
-    for stem in ("ssd", "rock"):
-        runs = data["runs"][stem]
-        assert [r["seed"] for r in runs] == [0, 1]
-        ap50 = [100 * r["metrics"]["detection"]["AP50"] for r in runs]
-        assert data["rows"][stem]["detection"]["AP50"]["mean"] == pytest.approx(sum(ap50) / 2)
+def _runs(out):
+    return json.loads((out / "ablation.json").read_text())["runs"]
+
+
+def test_ablation_renders_once_runs_in_parallel_and_reuses(tmp_path, monkeypatch):
+    out = tmp_path / "jobs2"
+    assert cli.main(_args(out, "--jobs", "2")) == 0
+    # every split rendered once, into one folder read by every run
+    folders = sorted(p.name for p in (out / "data").iterdir())
+    assert [f.split("-")[0] for f in folders] == ["test", "train"], folders  # val: not read
+    for folder in folders:
+        assert (out / "data" / folder / "pack" / "count.json").is_file()
+    roots = set()
+    for row in ("ssd", "rock"):
         for seed in (0, 1):
-            assert (tmp_path / stem / f"seed{seed}" / "last.pt").is_file()
-    # ROCK rows carry the auxiliary figures, SSD rows none
-    assert "depth/abs_rel" in data["rows"]["rock"]["auxiliary"]
-    assert data["rows"]["ssd"]["auxiliary"] == {}
-    assert (tmp_path / "ablation.png").stat().st_size > 0
-    # different seeds train different models
-    assert data["runs"]["rock"][0]["metrics"] != data["runs"]["rock"][1]["metrics"]
+            info = json.loads((out / row / f"seed{seed}" / "ablate_run.json").read_text())
+            data = info["config"]["data"]
+            roots |= {data[split]["root"] for split in ("train", "test")}
+            assert "val" not in data
+            assert info["config"]["eval"]["split"] == "test"
+            assert info["config"]["train"]["num_threads"] == 1
+    assert roots == {str(out / "data" / f) for f in folders}
 
-    # a second run only reads the cached results: training would fail here
-    def no_training(*a, **k):
-        raise AssertionError("finished runs must not be trained again")
+    runs = _runs(out)
+    assert [(r["model"], r["seed"]) for r in runs] == [("ssd", 0), ("ssd", 1), ("rock", 0), ("rock", 1)]
+    for r in runs:
+        assert RUN_KEYS <= set(r) and r["data_seed"] == 0 and r["iters"] == 2
+        assert all(0.0 <= r[k] <= 1.0 for k in ("AP", "AP50", "AP75"))
+    assert "depth/abs_rel" in runs[2] and not any("/" in k for k in runs[0])
+    summary = json.loads((out / "ablation.json").read_text())["summary"]
+    assert summary["rock"]["gains"]["vs_ssd"]["AP"]["n"] == 2
+    table = (out / "ablation.md").read_text()
+    assert "| SSD |" in table and "| + fusion (ROCK) |" in table and "[31.2]" in table
+    assert (out / "ablation.png").stat().st_size > 0
 
-    import mtlkit.engine
+    # --jobs 1 gives the same numbers
+    single = tmp_path / "jobs1"
+    assert cli.main(_args(single, "--jobs", "1")) == 0
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("train_seconds", "images_per_s")}
+                        for r in rs]
+    assert strip(_runs(single)) == strip(runs)
 
-    monkeypatch.setattr(mtlkit.engine, "train", no_training)
-    monkeypatch.setattr(mtlkit.engine, "evaluate", no_training)
-    assert cli.main(_args(tmp_path)) == 0
-    assert (tmp_path / "ablation.md").read_text() == table
+    # a re-run with the same settings trains nothing, changed settings retrain
+    import subprocess
+
+    started = []
+
+    def no_process(*a, **k):
+        started.append(a)
+        raise RuntimeError("a run was started")
+
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    assert cli.main(_args(out, "--jobs", "2")) == 0
+    assert started == [] and strip(_runs(out)) == strip(runs)
+    assert cli.main(_args(out, "--jobs", "2", "-o", "train.optimizer.lr=0.002")) == 1
+    assert len(started) == 1
+
+
+def test_split_rendered_once_for_all_rows(tmp_path, monkeypatch):
+    """Rendering happens in the parent before any run starts, once per sample."""
+    from mtlkit.data.synthetic import cli as synth_cli
+
+    calls = []
+    real = synth_cli.generate_sample
+
+    def counting(seed, split, index, options):
+        calls.append((seed, split, index))
+        return real(seed, split, index, options)
+
+    monkeypatch.setattr(synth_cli, "generate_sample", counting)
+    assert cli.main(_args(tmp_path, "--jobs", "1", rows="ssd,flat_mtl,rock", seeds=("0",))) == 0
+    assert sorted(calls) == sorted(set(calls))  # no sample twice
+    assert len(calls) == 8 + 6  # train and test
+    # the runs read the folders: no rendering in a run's process (their logs say nothing of it,
+    # and the sets are complete)
+    for split_dir in (tmp_path / "data").iterdir():
+        meta = json.loads((split_dir / "dataset.json").read_text())
+        assert meta["complete"] is True
+
+
+@pytest.mark.parametrize("rows", ["../x", "/abs/path", "a/b", ".."])
+def test_row_names_are_not_paths(tmp_path, capsys, rows):
+    assert cli.main(["ablate", CONFIGS, "--out", str(tmp_path / "o"), "--rows", rows]) == 2
+    assert "is not a row name" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_unknown_row_is_a_clear_error(tmp_path, capsys):
-    assert cli.main(["ablate", os.path.join(REPO, "configs", "synthetic"), "--out", str(tmp_path),
-                     "--rows", "ssd,rok"]) == 2
-    assert "ablation row 'rok': config not found" in capsys.readouterr().err
+    assert cli.main(["ablate", CONFIGS, "--out", str(tmp_path), "--rows", "ssd,rok"]) == 2
+    err = capsys.readouterr().err
+    assert "no config for row 'rok'" in err and "did you mean 'rock'" in err
 
 
-def test_summary_mean_and_std():
-    results = {"a": [{"seed": 0, "metrics": {"detection": {"AP": 0.1, "AP50": 0.2, "AP75": 0.1}}},
-                     {"seed": 1, "metrics": {"detection": {"AP": 0.3, "AP50": 0.4, "AP75": 0.1}}}]}
-    summary = ablate.summarise(results, [("a", "A", "a.yaml")])
-    fig = summary["a"]["detection"]["AP50"]
-    assert fig["mean"] == pytest.approx(30.0) and fig["std"] == pytest.approx(14.142, abs=1e-3)
-    assert "| A | 30.0 ± 14.1 |" in ablate.format_table(summary, 2)
+def test_paired_gains_and_table():
+    records = [
+        {"model": "ssd", "seed": 0, "data_seed": 0, "AP": 0.10, "AP50": 0.20, "AP75": 0.1,
+         "iters": 5, "train_seconds": 1.0},
+        {"model": "ssd", "seed": 1, "data_seed": 0, "AP": 0.30, "AP50": 0.40, "AP75": 0.1,
+         "iters": 5, "train_seconds": 1.0},
+        {"model": "rock", "seed": 0, "data_seed": 0, "AP": 0.13, "AP50": 0.25, "AP75": 0.1,
+         "iters": 5, "train_seconds": 1.0, "depth/abs_rel": 0.2},
+        {"model": "rock", "seed": 1, "data_seed": 0, "AP": 0.29, "AP50": 0.46, "AP75": 0.1,
+         "iters": 5, "train_seconds": 1.0, "depth/abs_rel": 0.3},
+    ]
+    rows = [Row("ssd", "SSD", "ssd.yaml"), Row("rock", "+ fusion (ROCK)", "rock.yaml")]
+    summary = report.summarise(records, rows)
+    assert summary["ssd"]["AP50"]["mean"] == pytest.approx(30.0)
+    assert summary["ssd"]["AP50"]["std"] == pytest.approx(14.142, abs=1e-3)
+    gain = summary["rock"]["gains"]["vs_ssd"]["AP"]
+    # per-seed differences +3 and -1: mean +1, std 2.83, positive on one seed of two
+    assert gain["mean"] == pytest.approx(1.0) and gain["std"] == pytest.approx(2.828, abs=1e-3)
+    assert gain["positive"] == 1 and gain["n"] == 2
+    assert summary["rock"]["auxiliary"]["depth/abs_rel"]["mean"] == pytest.approx(0.25)
+    text = report.format_markdown(summary, {"title": "t"})
+    assert "| SSD | 30.0 ± 14.1 [31.2] |" in text
+    assert "+1.0 ± 2.8 (1/2)" in text
+
+
+@pytest.mark.slow
+def test_quick_end_to_end(tmp_path):
+    """`mtlkit ablate --quick`: the default rows, files and their schema."""
+    out = tmp_path / "quick"
+    assert cli.main(["ablate", CONFIGS, "--out", str(out), "--quick", "--seeds", "0", "1",
+                     "--no-progress"]) == 0
+    data = json.loads((out / "ablation.json").read_text())
+    assert set(data) == {"info", "runs", "summary"}
+    assert [r["model"] for r in data["runs"]] == ["ssd"] * 2 + ["flat_mtl"] * 2 + \
+        ["intensive_pooling"] * 2 + ["rock"] * 2
+    for r in data["runs"]:
+        assert RUN_KEYS <= set(r)
+        assert all(0.0 <= r[k] <= 1.0 for k in ("AP", "AP50", "AP75"))
+    assert list(data["summary"]) == ["ssd", "flat_mtl", "intensive_pooling", "rock"]
+    for stem in ("flat_mtl", "intensive_pooling", "rock"):
+        assert {"scene/top1", "depth/abs_rel", "normals/mean"} <= set(data["summary"][stem]["auxiliary"])
+        assert set(data["summary"][stem]["gains"]["vs_ssd"]) == {"AP", "AP50", "AP75"}
+    text = (out / "ablation.md").read_text()
+    assert "Paired gains" in text and "--quick" in text
+    for stem in ("ssd", "rock"):
+        assert (out / stem / "seed1" / "metrics.jsonl").is_file()  # each run keeps its curves

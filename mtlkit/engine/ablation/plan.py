@@ -133,6 +133,9 @@ def plan_runs(rows: Sequence[Row], seeds: Sequence[int], out: str, overrides: Se
             cfg["eval"]["split"] = "test"
             cfg["eval"]["num_workers"] = 0
             data["num_workers"] = 0
+            # a run reads train and test only: val is for choices made before
+            # the table (docs/ablation.md), not rendered for every ablation
+            data.pop("val", None)
             seed_of_data = data_seed if data_seed is not None else _config_data_seed(data)
             runs.append(Run(row=row, seed=int(seed), data_seed=seed_of_data, config=cfg,
                             run_dir=os.path.join(out, row.stem, f"seed{int(seed)}"),
@@ -148,7 +151,7 @@ def _config_data_seed(data: Mapping[str, Any]) -> Optional[int]:
 
 #: options of a synthetic split that are not rendering options: they are kept
 #: on the rendered folder's spec
-_READ_OPTIONS = ("size", "aux_fraction")
+_READ_OPTIONS = ("size", "label_subset")
 
 
 def shared_data(runs: Sequence[Run], data_dir: str) -> Dict[str, Dict[str, Any]]:

@@ -81,14 +81,15 @@ def _train_time(run_dir: str) -> tuple:
 def work(run_dir: str) -> int:
     """Train (or resume) the run of ``run_dir``, evaluate it on the test split,
     write ``result.json``."""
-    from mtlkit.engine.trainer import CHECKPOINT_NAME, train
+    from mtlkit.engine.trainer import train
 
     info = read_json(os.path.join(run_dir, RUN_FILE))
     if info is None:
         raise MtlkitError(f"{run_dir}: no readable {RUN_FILE}")
-    resume = os.path.isfile(os.path.join(run_dir, CHECKPOINT_NAME))
     start = time.time()
-    metrics = train(info["config"], run_dir, resume=resume)
+    # resume=True: continue from last.pt, or start over when the run was
+    # stopped before its first checkpoint
+    metrics = train(info["config"], run_dir, resume=True)
     wall = time.time() - start
     seconds, rate = _train_time(run_dir)
     record = record_of(info, metrics, seconds or wall, rate)
