@@ -22,8 +22,7 @@ COMMANDS = {
     "train": ("mtlkit.commands.train", "train a model from a config"),
     "eval": ("mtlkit.commands.evaluate", "evaluate a checkpoint on a dataset"),
     "detect": ("mtlkit.commands.detect", "run a checkpoint on images and draw predictions"),
-    # (its module moves to mtlkit.commands.ablate with the ablation package)
-    "ablate": ("mtlkit.engine.commands.ablate", "reproduce the paper's ablation on a dataset"),
+    "ablate": ("mtlkit.commands.ablate", "reproduce the paper's ablation on a dataset"),
     "pretrain": ("mtlkit.pretrain", "pre-train a backbone on RGB-only synthetic labels (scene, crops)"),
     "bench": ("mtlkit.commands.bench", "run the benchmark suites"),
     "plugins": ("mtlkit.commands.plugins", "list registered plugins and their distributions"),
