@@ -65,6 +65,9 @@ class Task(abc.ABC):
     #: name of a task whose ``has`` flags apply when the batch carries none for
     #: this task (e.g. targets computed from the primary task's boxes)
     derived_from: ClassVar[Optional[str]] = None
+    #: the metrics a summary table shows for this task: metric name (a key of
+    #: its metric's ``compute()``) -> (column title, factor applied for display)
+    headline_metrics: ClassVar[Dict[str, Tuple[str, float]]] = {}
 
     def __init__(self, name: str, options: Optional[Dict[str, Any]] = None):
         self.name = name

@@ -45,6 +45,7 @@ class SceneTask(AuxiliaryTask):
     """
 
     batch_keys = ("scene",)
+    headline_metrics = {"top1": ("top-1 %", 100.0)}
     defaults = {"num_classes": 27, "group": 1, "names": None}
 
     @property
@@ -116,6 +117,7 @@ class DepthTask(AuxiliaryTask):
 
     is_regression = True
     batch_keys = ("depth", "depth_mask")
+    headline_metrics = {"abs_rel": ("abs-rel", 1.0), "delta1": ("δ<1.25 %", 100.0)}
     defaults = {"loss": "berhu", "berhu_c": 0.2, "huber_delta": 1.0, "group": 128,
                 "min_depth": 1e-3, "vis_max_depth": 10.0, "colormap": "turbo"}
     LOSSES = ("berhu", "huber", "l1")
@@ -207,6 +209,7 @@ class NormalsTask(AuxiliaryTask):
 
     is_regression = True
     batch_keys = ("normals", "normals_mask")
+    headline_metrics = {"mean": ("mean °", 1.0), "within_22.5": ("< 22.5° %", 1.0)}
     defaults = {"group": 128}
     #: x flips with the image; resized maps are renormalised
     map_kinds = {"normals": "vector"}

@@ -65,6 +65,7 @@ def usable_cores() -> int:
 
 def main(args: argparse.Namespace) -> int:
     from mtlkit.engine.ablation import plan_runs, prepare_data, run_all, select_rows, write_outputs
+    from mtlkit.engine.ablation.report import aux_columns
 
     if not os.path.isdir(args.configs):
         raise MtlkitError(f"config folder not found: {args.configs}")
@@ -102,7 +103,7 @@ def main(args: argparse.Namespace) -> int:
             "wall (this invocation)": f"{time.time() - start:.0f} s"}
     if args.quick:
         info["note"] = "--quick: a smoke test, not a result"
-    text = write_outputs(args.out, records, rows, info)
+    text = write_outputs(args.out, records, rows, info, aux_columns([r.config for r in runs]))
     print(text)
     print(f"written: {os.path.join(args.out, 'ablation.md')}, ablation.json, ablation.png")
     return 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from mtlkit.utils.io import atomic_write
 
@@ -21,12 +21,6 @@ from .plan import PAPER_FIGURES, PAPER_ROWS, Row
 
 #: detection figures of the table: (record key, column title)
 COLUMNS = [("AP50", "mAP@0.5"), ("AP75", "mAP@0.75"), ("AP", "mAP@[.5:.95]")]
-#: auxiliary figures shown in the table when present: (record key, title, scale)
-AUX_COLUMNS = [("scene/top1", "scene top-1 %", 100.0), ("depth/abs_rel", "depth abs-rel", 1.0),
-               ("depth/delta1", "depth δ<1.25 %", 100.0), ("normals/mean", "normals mean °", 1.0),
-               ("normals/within_22.5", "normals <22.5° %", 1.0)]
-
-
 def mean_std(values: Sequence[float]) -> Dict[str, Any]:
     """Mean, sample std (ddof 1; 0 for one value) and count of the finite values."""
     finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
@@ -104,8 +98,10 @@ def _fmt(stat: Optional[Dict[str, Any]], signed: bool = False, scale: float = 1.
     return text
 
 
-def format_markdown(summary: Dict[str, Any], info: Dict[str, Any]) -> str:
-    """The tables of ``ablation.md``."""
+def format_markdown(summary: Dict[str, Any], info: Dict[str, Any],
+                    aux_columns: Sequence[Tuple[str, str, float]] = ()) -> str:
+    """The tables of ``ablation.md``; ``aux_columns``: (record key, title,
+    display factor) of the auxiliary figures to show (:func:`aux_columns`)."""
     lines = [f"# Ablation: {info.get('title', '')}".rstrip(), ""]
     lines.append(", ".join(f"{k}: {v}" for k, v in info.items() if k != "title"))
     lines += ["", "Detection on the test split, mean ± std over seeds (in %); the paper's NYUv2 "
@@ -128,7 +124,7 @@ def format_markdown(summary: Dict[str, Any], info: Dict[str, Any]) -> str:
             prev_label = summary.get(prev.get("row"), {}).get("label", "–") if prev else "–"
             lines.append(f"| {label} | {_fmt(ssd.get('AP50'), True)} | {_fmt(ssd.get('AP'), True)} | "
                          f"{prev_label} | {_fmt(prev.get('AP50'), True)} | {_fmt(prev.get('AP'), True)} |")
-    present = [(k, t, scale) for k, t, scale in AUX_COLUMNS
+    present = [(k, t, scale) for k, t, scale in aux_columns
                if any(k in e["auxiliary"] for e in summary.values())]
     if present:
         lines += ["", "Auxiliary tasks on the test split (mean ± std over seeds).", "",
@@ -165,13 +161,34 @@ def plot(summary: Dict[str, Any], path: str) -> None:
     plt.close(fig)
 
 
+def aux_columns(configs: Sequence[Mapping[str, Any]]) -> List[Tuple[str, str, float]]:
+    """The auxiliary columns of the table: each task's ``headline_metrics``
+    (:class:`mtlkit.task.Task`), for the tasks of the given configs, in order."""
+    from mtlkit.registry import get_registry
+    from mtlkit.task import PRIMARY
+
+    registry, columns = get_registry(), []
+    for config in configs:
+        for name, options in (config["model"].get("tasks") or {}).items():
+            if options is None:
+                continue
+            cls = registry.get("task", options.get("name", name) if isinstance(options, Mapping) else name)
+            if getattr(cls, "role", None) == PRIMARY:
+                continue
+            for metric, (title, scale) in getattr(cls, "headline_metrics", {}).items():
+                column = (f"{name}/{metric}", f"{name} {title}", float(scale))
+                if column not in columns:
+                    columns.append(column)
+    return columns
+
+
 def write_outputs(out: str, records: List[Dict[str, Any]], rows: Sequence[Row],
-                  info: Dict[str, Any]) -> str:
+                  info: Dict[str, Any], columns: Sequence[Tuple[str, str, float]] = ()) -> str:
     """Write ablation.json, ablation.md and ablation.png to ``out``; returns the markdown."""
     summary = summarise(records, rows)
     with atomic_write(os.path.join(out, "ablation.json"), "w", encoding="utf-8") as handle:
         json.dump({"info": info, "runs": records, "summary": summary}, handle, indent=2)
-    text = format_markdown(summary, info)
+    text = format_markdown(summary, info, columns)
     with atomic_write(os.path.join(out, "ablation.md"), "w", encoding="utf-8") as handle:
         handle.write(text)
     plot(summary, os.path.join(out, "ablation.png"))
