@@ -20,9 +20,28 @@ component and to the distribution that provides the plugin, so every name it
 adds is recorded with its origin. Registering a name that another
 distribution already registered is an error naming both.
 
+The registry checks the kind of every object at ``registry.add()`` and
+refuses the wrong kind with a :class:`mtlkit.registry.RegistryError` naming
+the name, the kind expected and the distribution (like a duplicate name, the
+error stops the host: the plugin must be fixed or uninstalled):
+
+=========  ===============================================================
+kind       what ``registry.add(name, obj)`` accepts
+=========  ===============================================================
+backbone   a subclass of :class:`mtlkit.models.backbones.Backbone`
+task       a subclass of :class:`mtlkit.task.Task`
+fusion     a subclass of :class:`mtlkit.fusion.Fusion`
+dataset    a subclass of ``torch.utils.data.Dataset``, or a function
+           (any non-class callable) returning one
+weighting  a subclass of :class:`mtlkit.weighting.LossWeighting`
+=========  ===============================================================
+
 Every registered object may carry a ``defaults`` class attribute: a dict of
 option name -> default value. Configuration validation uses it to refuse
 unknown options (with a did-you-mean) and values of the wrong type.
+
+The registry calls these hooks through pluggy (``PluginManager`` hook
+callers), once per plugin, right after registering it.
 """
 
 import pluggy
@@ -34,8 +53,9 @@ hookspec = pluggy.HookspecMarker("mtlkit")
 def mtlkit_register_backbones(registry) -> None:
     """Register backbone factories.
 
-    ``registry.add(name, cls)`` where ``cls(**options)`` builds an
-    ``nn.Module`` mapping normalised images (B, 3, H, W) to a list of source
+    ``registry.add(name, cls)`` where ``cls`` subclasses
+    :class:`mtlkit.models.backbones.Backbone` and ``cls(**options)`` builds
+    the module mapping normalised images (B, 3, H, W) to a list of source
     feature maps, shallowest first, the last one being X (the map the ROCK
     block refines), each (B, C_i, H/s_i, W/s_i). It exposes ``out_channels``
     (list of C_i), ``strides`` (list of s_i) and ``mean``/``std`` (used to
@@ -73,9 +93,12 @@ def mtlkit_register_fusions(registry) -> None:
 def mtlkit_register_datasets(registry) -> None:
     """Register datasets.
 
-    ``registry.add(name, factory)`` where ``factory(**options)`` returns a
-    ``torch.utils.data.Dataset`` of samples in the batch contract (see
-    ``mtlkit.data``). Selected in a config by ``type: <name>``.
+    ``registry.add(name, factory)`` where ``factory`` is a
+    ``torch.utils.data.Dataset`` subclass, or a function, and
+    ``factory(**options)`` returns a dataset of samples in the batch contract
+    (see ``mtlkit.data``). Selected in a config by ``name: <name>`` like every
+    other component; ``type: <name>`` is the same selector under its older
+    name (the shipped configs use it).
 
     :param registry: a :class:`mtlkit.registry.Registrar` for kind ``dataset``.
     """

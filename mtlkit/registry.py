@@ -25,12 +25,17 @@ import os
 import warnings
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import pluggy
+from torch.utils.data import Dataset
 
 from mtlkit import hookspecs
 from mtlkit.errors import MtlkitError
+from mtlkit.fusion import Fusion
+from mtlkit.models.backbones.common import Backbone
+from mtlkit.task import Task
+from mtlkit.weighting import LossWeighting
 
 #: kind -> name of the hook that registers components of that kind
 KINDS: Dict[str, str] = {
@@ -39,6 +44,29 @@ KINDS: Dict[str, str] = {
     "fusion": "mtlkit_register_fusions",
     "dataset": "mtlkit_register_datasets",
     "weighting": "mtlkit_register_weightings",
+}
+
+
+
+def _subclass_of(base: type) -> Callable[[Any], bool]:
+    return lambda obj: isinstance(obj, type) and issubclass(obj, base)
+
+
+def _dataset_factory(obj: Any) -> bool:
+    # a Dataset subclass, or a function returning a Dataset (the return is not
+    # known before it is called); any other class is not a dataset
+    return _subclass_of(Dataset)(obj) or (callable(obj) and not isinstance(obj, type))
+
+
+#: kind -> (what a registered object must be, in words; the check), applied at
+#: ``add()`` (the rules of :mod:`mtlkit.hookspecs`)
+KIND_RULES: Dict[str, Tuple[str, Callable[[Any], bool]]] = {
+    "backbone": ("a subclass of mtlkit.models.backbones.Backbone", _subclass_of(Backbone)),
+    "task": ("a subclass of mtlkit.task.Task", _subclass_of(Task)),
+    "fusion": ("a subclass of mtlkit.fusion.Fusion", _subclass_of(Fusion)),
+    "dataset": ("a subclass of torch.utils.data.Dataset or a function returning a dataset",
+                _dataset_factory),
+    "weighting": ("a subclass of mtlkit.weighting.LossWeighting", _subclass_of(LossWeighting)),
 }
 
 BUILTIN_DISTRIBUTION = "mtlkit"
@@ -53,7 +81,8 @@ BUILTIN_MODULES = (
 
 
 class RegistryError(MtlkitError):
-    """An unknown name, a duplicate name or an unknown kind."""
+    """An unknown name, a duplicate name, an unknown kind or an object of the
+    wrong kind."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +149,11 @@ class Registry:
             raise RegistryError(f"unknown component kind '{kind}'{did_you_mean(kind, KINDS)}")
         if not isinstance(name, str) or not name:
             raise RegistryError(f"{origin} registered a {kind} with an invalid name {name!r}")
+        expected, is_kind = KIND_RULES[kind]
+        if not is_kind(obj):
+            raise RegistryError(
+                f"{kind} '{name}' registered by {origin} is {_describe(obj)}, expected {expected}"
+            )
         previous = self._entries[kind].get(name)
         if previous is not None:
             raise RegistryError(
@@ -136,10 +170,12 @@ class Registry:
         origin = Origin(distribution, version, name)
         self.pm.register(plugin, name=name)
         self._origins[name] = origin
+        # The hooks run through pluggy's hook callers, on this plugin alone:
+        # the plugins registered before it have added their names already.
+        others = [p for n, p in self.pm.list_name_plugin() if n != name]
         for kind, hook_name in KINDS.items():
-            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-                if impl.plugin_name == name:
-                    impl.function(registry=Registrar(self, kind, origin))
+            caller = self.pm.subset_hook_caller(hook_name, remove_plugins=others)
+            caller(registry=Registrar(self, kind, origin))
 
     def load_entry_points(self, builtins_only: bool = False) -> None:
         """Load every plugin of entry-point group ``mtlkit``.
@@ -226,6 +262,12 @@ class Registry:
     def __contains__(self, kind_name: Tuple[str, str]) -> bool:
         kind, name = kind_name
         return name in self._entries.get(kind, {})
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, type):
+        return f"the class {obj.__module__}.{obj.__qualname__}"
+    return f"{type(obj).__name__} {obj!r}"[:200]
 
 
 def _dist_name(ep: metadata.EntryPoint) -> str:

@@ -9,11 +9,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtlkit import hookimpl
+from mtlkit.models.backbones import Backbone
 from mtlkit.registry import get_registry
 from mtlkit.task import PRIMARY, Task
 
 
-class TinyBackbone(nn.Module):
+class TinyBackbone(Backbone):
     """Two source maps: stride 4 (8 ch) and stride 8 (16 ch, the X)."""
 
     defaults = {"width": 16}

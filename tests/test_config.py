@@ -3,29 +3,34 @@
 import os
 
 import pytest
+import torch
 import yaml
 
 import mtlkit
 import mtlkit.registry as registry_module
 from mtlkit.config import apply_overrides, load_config, merge, save_config, validate_config
 from mtlkit.errors import ConfigError
+from mtlkit.fusion import Fusion
 from mtlkit.registry import Registry
+from mtlkit.task import AuxiliaryTask
 
 
-class _Residual:
+# Minimal real components (the registry checks the kind): validation reads
+# only their defaults and choices.
+class _Residual(Fusion):
     defaults = {}
 
 
-class _Gated:
+class _Gated(Fusion):
     defaults = {"per": "channel"}
     choices = {"per": ["channel", "pixel"]}
 
 
-class _Depth:
+class _Depth(AuxiliaryTask):
     defaults = {"loss": "berhu", "channels": 128}
 
 
-class _Synthetic:
+class _Synthetic(torch.utils.data.Dataset):
     defaults = {"split": "train", "size": 400, "seed": 0}
 
 

@@ -11,11 +11,13 @@ import pytest
 
 import mtlkit
 from mtlkit.registry import BUILTIN_MODULES, KINDS, Registry, RegistryError, get_registry
+from mtlkit.task import Task
 
 TOY_PLUGIN = """
     from mtlkit import hookimpl
+    from mtlkit.fusion import Fusion
 
-    class ToyFusion:
+    class ToyFusion(Fusion):
         defaults = {"alpha": 0.5}
 
     @hookimpl
@@ -29,10 +31,14 @@ BROKEN_PLUGIN = """
 
 CLASHING_PLUGIN = """
     from mtlkit import hookimpl
+    from mtlkit.fusion import Fusion
+
+    class OtherToyFusion(Fusion):
+        pass
 
     @hookimpl
     def mtlkit_register_fusions(registry):
-        registry.add("toy_fusion", object)
+        registry.add("toy_fusion", OtherToyFusion)
 """
 
 
@@ -115,16 +121,29 @@ def test_autoload_switch_loads_builtins_only(plugin_site, monkeypatch):
         m.rsplit(".", 1)[1] for m in BUILTIN_MODULES}
 
 
+class _Centres(Task):
+    """A minimal real task: the registry only checks the kind."""
+
+    def loss(self, prediction, batch):
+        return prediction.sum() * 0
+
+    def postprocess(self, prediction, image_size):
+        return prediction
+
+    def new_metric(self):
+        return None
+
+
 def test_in_place_plugin_and_lookup_errors():
     registry = Registry()
 
     class Plugin:
         @mtlkit.hookimpl
         def mtlkit_register_tasks(self, registry):
-            registry.add("centres", dict)
+            registry.add("centres", _Centres)
 
     registry.register_plugin(Plugin(), "local-plugin")
-    assert registry.get("task", "centres") is dict
+    assert registry.get("task", "centres") is _Centres
     assert registry.names("task") == ["centres"]
     with pytest.raises(RegistryError, match=r"unknown task 'centre' \(did you mean 'centres'\?\)"):
         registry.get("task", "centre")
@@ -133,3 +152,91 @@ def test_in_place_plugin_and_lookup_errors():
     with pytest.raises(RegistryError, match="registered twice"):
         registry.register_plugin(Plugin(), "another-name")
     assert set(KINDS) == {"backbone", "task", "fusion", "dataset", "weighting"}
+
+
+@pytest.mark.parametrize("kind, hook, expected", [
+    ("task", "mtlkit_register_tasks", "mtlkit.task.Task"),
+    ("fusion", "mtlkit_register_fusions", "mtlkit.fusion.Fusion"),
+    ("backbone", "mtlkit_register_backbones", "mtlkit.models.backbones.Backbone"),
+    ("weighting", "mtlkit_register_weightings", "mtlkit.weighting.LossWeighting"),
+    ("dataset", "mtlkit_register_datasets", "torch.utils.data.Dataset"),
+])
+def test_add_refuses_an_object_of_the_wrong_kind_naming_name_kind_and_distribution(kind, hook, expected):
+    class NotAComponent:
+        defaults = {}
+
+    plugin = type("Plugin", (), {hook: staticmethod(mtlkit.hookimpl(
+        lambda registry: registry.add("odd", NotAComponent)))})()
+    registry = Registry()
+    with pytest.raises(RegistryError) as info:
+        registry.register_plugin(plugin, "odd-plugin", "mtlkit-odd", "0.3")
+    message = str(info.value)
+    assert message.startswith(f"{kind} 'odd' registered by mtlkit-odd 0.3 (plugin 'odd-plugin')")
+    assert f"expected a subclass of {expected}" in message
+    assert ("NotAComponent") in message
+    assert (kind, "odd") not in registry
+
+
+def test_add_accepts_the_documented_kinds():
+    import torch
+
+    from mtlkit.fusion import Fusion
+    from mtlkit.models.backbones import Backbone
+    from mtlkit.weighting import LossWeighting
+
+    class B(Backbone):
+        out_channels, strides = [4], [8]
+
+    class D(torch.utils.data.Dataset):
+        pass
+
+    def make_dataset(**options):  # a dataset factory function
+        return D()
+
+    class Plugin:
+        @mtlkit.hookimpl
+        def mtlkit_register_backbones(self, registry):
+            registry.add("b", B)
+
+        @mtlkit.hookimpl
+        def mtlkit_register_fusions(self, registry):
+            registry.add("f", type("F", (Fusion,), {}))
+
+        @mtlkit.hookimpl
+        def mtlkit_register_weightings(self, registry):
+            registry.add("w", type("W", (LossWeighting,), {}))
+
+        @mtlkit.hookimpl
+        def mtlkit_register_datasets(self, registry):
+            registry.add("d", D)
+            registry.add("d_fn", make_dataset)
+
+    registry = Registry()
+    registry.register_plugin(Plugin(), "kinds")
+    assert registry.get("backbone", "b") is B and registry.get("dataset", "d") is D
+    assert registry.get("dataset", "d_fn") is make_dataset
+    assert B().train().frozen_stages == 0  # a plugin backbone has no stage to freeze
+
+
+def test_hooks_are_called_through_pluggy_once_per_plugin():
+    calls = []
+    registry = Registry()
+    registry.pm.add_hookcall_monitoring(
+        lambda hook_name, impls, kwargs: calls.append((hook_name, [i.plugin_name for i in impls])),
+        lambda outcome, hook_name, impls, kwargs: None)
+
+    class First:
+        @mtlkit.hookimpl
+        def mtlkit_register_tasks(self, registry):
+            registry.add("centres", _Centres)
+
+    class Second:
+        @mtlkit.hookimpl
+        def mtlkit_register_tasks(self, registry):
+            registry.add("centres_too", _Centres)
+
+    registry.register_plugin(First(), "first")
+    registry.register_plugin(Second(), "second")  # "first" is not called again: no duplicate
+    assert [c for c in calls if c[1]] == [("mtlkit_register_tasks", ["first"]),
+                                          ("mtlkit_register_tasks", ["second"])]
+    assert registry.names("task") == ["centres", "centres_too"]

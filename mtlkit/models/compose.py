@@ -165,9 +165,6 @@ def build_tasks(tasks_cfg: Any, eval_cfg: Optional[Mapping[str, Any]] = None,
             continue  # dropped, as mtlkit.config does (-o model.tasks.depth=null)
         cls = registry.get("task", name)
         options = dict(options) if isinstance(options, Mapping) else {}
-        where = f"model.tasks.{name}"
-        if not isinstance(cls, type) or not issubclass(cls, Task):
-            raise ConfigError(f"{where}: task '{name}' is not an mtlkit.task.Task subclass")
         if cls.role == PRIMARY and eval_cfg:
             # the post-processing options' one home is the eval section
             options.update({k: eval_cfg[k] for k in cls.postprocess_options if k in eval_cfg})
@@ -212,10 +209,6 @@ def build_model(cfg: Any, image_size: Optional[Sequence[int]] = None) -> MultiTa
         if not_aux:
             raise ConfigError(f"model.tasks.{not_aux[0]}: an auxiliary task must subclass "
                               f"mtlkit.task.AuxiliaryTask")
-        from mtlkit.fusion import Fusion
-
-        if not (isinstance(fusion_cls, type) and issubclass(fusion_cls, Fusion)):
-            raise ConfigError(f"model.fusion: {fusion_cls!r} is not an mtlkit.fusion.Fusion subclass")
         block = RockBlock(backbone.out_channels[-1], aux, fusion_cls, fusion_options, **block_options)
 
     context = {"image_size": size, "strides": list(getattr(backbone, "strides", []))}

@@ -192,17 +192,21 @@ def load_backbone_weights(
 
 
 class Backbone(nn.Module):
-    """Common behaviour of the built-in backbones.
+    """Base class of every backbone plugin (the registry refuses others).
 
-    Subclasses fill :attr:`stages` (a list of modules, shallowest first; the
-    unit of ``frozen_stages``) and the attributes of the backbone contract:
-    ``out_channels``, ``strides``, ``mean``, ``std``.
+    A subclass sets the attributes of the backbone contract (``out_channels``,
+    ``strides``; ``mean`` / ``std`` default to ImageNet's) and implements
+    ``forward``. The built-in backbones also fill :meth:`stages` (a list of
+    modules, shallowest first; the unit of ``frozen_stages``, set up by
+    :meth:`_setup_freezing`) and :meth:`load_weights`; a plugin that does not
+    has no stage to freeze.
     """
 
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
     out_channels: List[int]
     strides: List[int]
+    frozen_stages: int = 0
 
     def _setup_freezing(self, frozen_bn: bool, frozen_stages: int) -> None:
         stages = self.stages()
@@ -216,7 +220,7 @@ class Backbone(nn.Module):
         freeze_modules(stages[:frozen_stages])
 
     def stages(self) -> List[nn.Module]:
-        raise NotImplementedError
+        return []
 
     def train(self, mode: bool = True) -> "Backbone":
         super().train(mode)
