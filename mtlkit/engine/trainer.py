@@ -144,6 +144,8 @@ class Trainer:
         self.last_eval: Dict[str, Dict[str, float]] = {}
         self.last_eval_iter = -1
         self.last_saved_iter = -1
+        self._ctx: Dict[str, Any] = {}  # what the run holds (filled by _setup and _open)
+        self._bar = None
 
     # -- building ------------------------------------------------------------
     def _collate_fn(self) -> Callable:
@@ -178,7 +180,7 @@ class Trainer:
     def _note(self, message: str) -> None:
         if not dist.is_main():
             return
-        bar = getattr(self, "_bar", None)
+        bar = self._bar
         if bar is not None:
             bar.write(f"mtlkit: {message}", file=sys.stderr)
         else:
@@ -192,12 +194,77 @@ class Trainer:
             return self._run(device)
 
     def _run(self, device: torch.device) -> Dict[str, Dict[str, float]]:
-        tc, cfg = self.tc, self.cfg
-        iters = int(tc["iters"])
-        accumulate = max(1, int(tc["accumulate"]))
-        world, rank, main = dist.world_size(), dist.rank(), dist.is_main()
-        seed = int(tc["seed"])
+        """Setup, restore, the iterations (:meth:`_step`, then logging,
+        evaluation and checkpoints), the final evaluation."""
+        ckpt = self._setup(device)
+        start_iter, epoch, batch_pos = self._restore(ckpt)
+        self._open(epoch, batch_pos, start_iter)
+        c, tc, iters = self._ctx, self.tc, int(self.tc["iters"])
+        stream, logger, schedule = c["stream"], c["logger"], c["schedule"]
+        state = _Window()
+        stopped: Optional[str] = None
+        try:
+            with _StopRequest() as stop:
+                c["model"].train()
+                epoch_seen = stream.state()["epoch"]
+                for it in range(start_iter, iters):
+                    lr = schedule.step(it)
+                    t0 = time.perf_counter()
+                    task_losses, total, weights, stop_flag = self._step(it, stop)
+                    done = it + 1
+                    weighting_hook(c["core"], "on_iteration_end", done)
+                    if stream.state()["epoch"] != epoch_seen:
+                        weighting_hook(c["core"], "on_epoch_end", epoch_seen)
+                        epoch_seen = stream.state()["epoch"]
 
+                    state.add(task_losses, total, c["batch_size"] * c["accumulate"] * c["world"],
+                              time.perf_counter() - t0, weights)
+                    bar = self._bar
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix_str(" ".join(
+                            [f"{n}={fmt(v)}" for n, v in task_losses.items()]
+                            + [f"lr={fmt(lr)}", f"img/s={state.rate():.1f}"]), refresh=False)
+                    if done % max(1, int(tc["log_every"])) == 0 or done == iters:
+                        logger.log(state.record(done, lr, stream.state()))
+                        state.reset()
+                    if tc["eval_every"] and done % int(tc["eval_every"]) == 0 and done < iters:
+                        self._evaluate(done, final=False)
+                    if tc["checkpoint_every"] and done % int(tc["checkpoint_every"]) == 0:
+                        self._save(done)
+                    if stop_flag:
+                        stopped = stop.requested or "a signal on another process"
+                        if self.last_saved_iter != done:
+                            self._save(done)
+                        break
+                else:
+                    done = max(iters, start_iter)
+                    if start_iter > iters:
+                        self._note(f"the run is already at iteration {start_iter} > train.iters {iters}: "
+                                   "nothing to train")
+                    elif self.last_saved_iter != done:
+                        self._save(done)
+            if stopped is not None:
+                self._close_bar()
+                self._note(f"stopped by {stopped} at iteration {done}; checkpoint saved to "
+                           f"{self.checkpoint_path} (continue with --resume)")
+                raise KeyboardInterrupt(f"stopped at iteration {done}")
+            self._close_bar()
+            self._evaluate_at_end(done)
+            self._finish()
+            return self.last_eval
+        finally:
+            self._close_bar()
+            stream.close()
+            logger.close()
+
+    # -- the phases of a run -------------------------------------------------------
+    def _setup(self, device: torch.device) -> Optional[Dict[str, Any]]:
+        """Check the run directory, build data, model, optimiser, schedule,
+        AMP scaler, EMA and sampler (into ``self._ctx``), then write ``--out``;
+        returns the checkpoint to resume from (or None)."""
+        tc, cfg = self.tc, self.cfg
+        world, seed = dist.world_size(), int(tc["seed"])
         if tc["deterministic"]:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
@@ -219,157 +286,133 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             core = model
         optimizer = build_optimizer(core, tc["optimizer"])
-        schedule = LRSchedule(optimizer, iters, tc["schedule"])
+        schedule = LRSchedule(optimizer, int(tc["iters"]), tc["schedule"])
         amp_dtype = self._amp(device)
         scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
         ema = ModelEMA(core, tc["ema"]["decay"], tc["ema"]["warmup"]) if tc["ema"]["enabled"] else None
 
         batch_size = int((cfg.get("data") or {}).get("batch_size", 8))
-        sampler = ShardedBatches(len(self._train_dataset), batch_size, world, rank, seed)
-        start_iter, epoch, batch_pos = 0, 0, 0
-        if ckpt is not None:
-            load_model_state(core, ckpt["model"], self.checkpoint_path)
-            optimizer.load_state_dict(ckpt["optimizer"])
-            schedule.load_state_dict(ckpt.get("scheduler") or {})
-            if scaler is not None and ckpt.get("scaler"):
-                scaler.load_state_dict(ckpt["scaler"])
-            if ema is not None and ckpt.get("ema"):
-                ema.load_state_dict(ckpt["ema"])
-            start_iter = int(ckpt["iteration"])
-            data_state = ckpt["data"]
-            epoch, batch_pos = int(data_state["epoch"]), int(data_state["batch"])
-            old_global = int(data_state["batch_size"]) * int(data_state["world_size"])
-            if old_global != sampler.global_batch:
-                self._note(f"global batch changed from {old_global} to {sampler.global_batch}: "
-                           "the data order cannot continue exactly")
-                batch_pos = batch_pos * old_global // sampler.global_batch
-            rngs = ckpt["rng"]
-            rngs = rngs if isinstance(rngs, list) else [rngs]
-            set_rng_state(rngs[rank] if len(rngs) == world else rngs[0])
-            self.last_saved_iter = start_iter
-            self.last_eval_iter = start_iter if ckpt.get("evaluated") else -1
-            self.last_eval = ckpt.get("last_eval") or {}
-            if main:
-                RunLogger.truncate(self.out_dir, start_iter)
-                self._note(f"resumed from {self.checkpoint_path} at iteration {start_iter}")
+        sampler = ShardedBatches(len(self._train_dataset), batch_size, world, dist.rank(), seed)
+        self._ctx = dict(core=core, model=model, optimizer=optimizer, schedule=schedule, scaler=scaler,
+                         ema=ema, sampler=sampler, device=device, amp_dtype=amp_dtype,
+                         channels_last=channels_last, batch_size=batch_size,
+                         accumulate=max(1, int(tc["accumulate"])), world=world,
+                         task_names=list(core.tasks), stream=None, logger=None)
+        return ckpt
 
-        if world > 1:
+    def _restore(self, ckpt: Optional[Mapping[str, Any]]) -> "tuple[int, int, int]":
+        """Load every state of ``ckpt`` (model, optimiser, schedule, scaler,
+        EMA, RNGs, evaluation records); returns (iteration, epoch, batch) to
+        continue from, (0, 0, 0) without a checkpoint."""
+        if ckpt is None:
+            return 0, 0, 0
+        c = self._ctx
+        load_model_state(c["core"], ckpt["model"], self.checkpoint_path)
+        c["optimizer"].load_state_dict(ckpt["optimizer"])
+        c["schedule"].load_state_dict(ckpt.get("scheduler") or {})
+        if c["scaler"] is not None and ckpt.get("scaler"):
+            c["scaler"].load_state_dict(ckpt["scaler"])
+        if c["ema"] is not None and ckpt.get("ema"):
+            c["ema"].load_state_dict(ckpt["ema"])
+        start_iter = int(ckpt["iteration"])
+        data_state = ckpt["data"]
+        epoch, batch_pos = int(data_state["epoch"]), int(data_state["batch"])
+        old_global = int(data_state["batch_size"]) * int(data_state["world_size"])
+        global_batch = c["sampler"].global_batch
+        if old_global != global_batch:
+            self._note(f"global batch changed from {old_global} to {global_batch}: "
+                       "the data order cannot continue exactly")
+            batch_pos = batch_pos * old_global // global_batch
+        world, rank = dist.world_size(), dist.rank()
+        rngs = ckpt["rng"]
+        rngs = rngs if isinstance(rngs, list) else [rngs]
+        set_rng_state(rngs[rank] if len(rngs) == world else rngs[0])
+        self.last_saved_iter = start_iter
+        self.last_eval_iter = start_iter if ckpt.get("evaluated") else -1
+        self.last_eval = ckpt.get("last_eval") or {}
+        if dist.is_main():
+            RunLogger.truncate(self.out_dir, start_iter)
+            self._note(f"resumed from {self.checkpoint_path} at iteration {start_iter}")
+        return start_iter, epoch, batch_pos
+
+    def _open(self, epoch: int, batch_pos: int, start_iter: int) -> None:
+        """Wrap the model in DDP (after the restore: DDP broadcasts rank 0's
+        weights), open the data stream at (epoch, batch), the logger and the bar."""
+        c, tc, device = self._ctx, self.tc, self._ctx["device"]
+        if c["world"] > 1:
             ddp_kwargs = {"find_unused_parameters": bool(tc["find_unused_parameters"])}
             if device.type == "cuda":
                 ddp_kwargs["device_ids"] = [device.index]
-            model = nn.parallel.DistributedDataParallel(core, **ddp_kwargs)
+            c["model"] = nn.parallel.DistributedDataParallel(c["core"], **ddp_kwargs)
+        main = dist.is_main()
+        c["stream"] = TrainStream(self._train_dataset, c["sampler"], self._collate_fn(),
+                                  int((self.cfg.get("data") or {}).get("num_workers", 0)),
+                                  pin_memory=device.type == "cuda", epoch=epoch, batch=batch_pos)
+        c["logger"] = RunLogger(self.out_dir, enabled=main, tensorboard=bool(tc["tensorboard"]))
+        self._bar = progress_bar(int(tc["iters"]), start_iter, bool(tc["progress"]) and main)
 
-        stream = TrainStream(self._train_dataset, sampler, self._collate_fn(),
-                             int((cfg.get("data") or {}).get("num_workers", 0)),
-                             pin_memory=device.type == "cuda", epoch=epoch, batch=batch_pos)
-        logger = RunLogger(self.out_dir, enabled=main, tensorboard=bool(tc["tensorboard"]))
-        bar = self._bar = progress_bar(iters, start_iter, bool(tc["progress"]) and main)
-        task_names = list(core.tasks)
-        state = _Window()
-        self._ctx = dict(core=core, optimizer=optimizer, schedule=schedule, scaler=scaler, ema=ema,
-                         stream=stream, sampler=sampler, device=device, amp_dtype=amp_dtype,
-                         batch_size=batch_size, logger=logger)
-        stopped: Optional[str] = None
-        try:
-            with _StopRequest() as stop:
-                model.train()
-                epoch_seen = stream.state()["epoch"]
-                for it in range(start_iter, iters):
-                    lr = schedule.step(it)
-                    optimizer.zero_grad(set_to_none=True)
-                    t0 = time.perf_counter()
-                    sums = torch.zeros(len(task_names) + 1, dtype=torch.float64)
-                    for micro in range(accumulate):
-                        batch = move_to(stream.next(), device, non_blocking=True)
-                        sync = (contextlib.nullcontext() if micro == accumulate - 1 or world == 1
-                                else model.no_sync())
-                        with sync:
-                            with autocast(device, amp_dtype):
-                                outputs = model(to_memory_format(batch["image"], channels_last))
-                                losses = core.losses(outputs, batch)
-                                total, weights = core.weighting(losses)
-                            loss = total / accumulate
-                            (scaler.scale(loss) if scaler is not None else loss).backward()
-                        sums += torch.stack([losses[n].detach().float() for n in task_names]
-                                            + [total.detach().float()]).cpu().double()
-                    # One reduction per iteration: the losses (for logging and the
-                    # NaN guard, which every rank must agree on) and the stop flag.
-                    vec = torch.cat([sums / accumulate,
-                                     torch.tensor([1.0 if stop.requested else 0.0], dtype=torch.float64)])
-                    if world > 1:
-                        vec = dist.all_reduce_mean(vec.to(device)).cpu()
-                    values = vec.tolist()
-                    task_losses = dict(zip(task_names, values[:-2]))
-                    self._check_finite(task_losses, values[-2], it + 1)
+    def _step(self, it: int, stop: _StopRequest) -> "tuple[Dict[str, float], float, Any, bool]":
+        """One iteration: ``accumulate`` forward/backward passes, one reduction
+        (losses for the log and the NaN guard, the stop flag), clipping, the
+        optimiser step and the EMA. Returns (task losses, total loss, the
+        weighting's weights, whether any process was asked to stop)."""
+        c, tc = self._ctx, self.tc
+        model, core, device, scaler = c["model"], c["core"], c["device"], c["scaler"]
+        optimizer, accumulate, world = c["optimizer"], c["accumulate"], c["world"]
+        task_names, channels_last, amp_dtype = c["task_names"], c["channels_last"], c["amp_dtype"]
+        optimizer.zero_grad(set_to_none=True)
+        sums = torch.zeros(len(task_names) + 1, dtype=torch.float64)
+        for micro in range(accumulate):
+            batch = move_to(c["stream"].next(), device, non_blocking=True)
+            sync = (contextlib.nullcontext() if micro == accumulate - 1 or world == 1
+                    else model.no_sync())
+            with sync:
+                with autocast(device, amp_dtype):
+                    outputs = model(to_memory_format(batch["image"], channels_last))
+                    losses = core.losses(outputs, batch)
+                    total, weights = core.weighting(losses)
+                loss = total / accumulate
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+            sums += torch.stack([losses[n].detach().float() for n in task_names]
+                                + [total.detach().float()]).cpu().double()
+        # One reduction per iteration: the losses (for logging and the
+        # NaN guard, which every rank must agree on) and the stop flag.
+        vec = torch.cat([sums / accumulate,
+                         torch.tensor([1.0 if stop.requested else 0.0], dtype=torch.float64)])
+        if world > 1:
+            vec = dist.all_reduce_mean(vec.to(device)).cpu()
+        values = vec.tolist()
+        task_losses = dict(zip(task_names, values[:-2]))
+        self._check_finite(task_losses, values[-2], it + 1)
 
-                    if scaler is not None:
-                        scaler.unscale_(optimizer)
-                    # Gradient-based weightings (GradNorm, PCGrad, ...) act on the
-                    # unscaled gradients of the last micro-batch's losses.
-                    weighting_hook(core, "after_backward", core, losses)
-                    if float(tc["clip_grad_norm"]) > 0:
-                        torch.nn.utils.clip_grad_norm_(core.parameters(), float(tc["clip_grad_norm"]))
-                    if scaler is not None:
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        optimizer.step()
-                    if ema is not None:
-                        ema.update(core)
-                    done = it + 1
-                    weighting_hook(core, "on_iteration_end", done)
-                    if stream.state()["epoch"] != epoch_seen:
-                        weighting_hook(core, "on_epoch_end", epoch_seen)
-                        epoch_seen = stream.state()["epoch"]
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        # Gradient-based weightings (GradNorm, PCGrad, ...) act on the
+        # unscaled gradients of the last micro-batch's losses.
+        weighting_hook(core, "after_backward", core, losses)
+        if float(tc["clip_grad_norm"]) > 0:
+            torch.nn.utils.clip_grad_norm_(core.parameters(), float(tc["clip_grad_norm"]))
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        if c["ema"] is not None:
+            c["ema"].update(core)
+        return task_losses, values[-2], weights, values[-1] > 0
 
-                    state.add(task_losses, values[-2], batch_size * accumulate * world,
-                              time.perf_counter() - t0, weights)
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix_str(" ".join(
-                            [f"{n}={fmt(v)}" for n, v in task_losses.items()]
-                            + [f"lr={fmt(lr)}", f"img/s={state.rate():.1f}"]), refresh=False)
-                    if done % max(1, int(tc["log_every"])) == 0 or done == iters:
-                        logger.log(state.record(done, lr, stream.state()))
-                        state.reset()
-                    if tc["eval_every"] and done % int(tc["eval_every"]) == 0 and done < iters:
-                        self._evaluate(done, final=False)
-                    if tc["checkpoint_every"] and done % int(tc["checkpoint_every"]) == 0:
-                        self._save(done)
-                    if values[-1] > 0:
-                        stopped = stop.requested or "a signal on another process"
-                        if self.last_saved_iter != done:
-                            self._save(done)
-                        break
-                else:
-                    done = max(iters, start_iter)
-                    if start_iter > iters:
-                        self._note(f"the run is already at iteration {start_iter} > train.iters {iters}: "
-                                   "nothing to train")
-                    elif self.last_saved_iter != done:
-                        self._save(done)
-            if stopped is not None:
-                if bar is not None:
-                    bar.close()
-                    bar = self._bar = None
-                self._note(f"stopped by {stopped} at iteration {done}; checkpoint saved to "
-                           f"{self.checkpoint_path} (continue with --resume)")
-                raise KeyboardInterrupt(f"stopped at iteration {done}")
-            if bar is not None:
-                bar.close()
-                bar = self._bar = None
-            if tc["eval_at_end"] and self._val_dataset is not None and self.last_eval_iter != done:
-                self._evaluate(done, final=True)
-                if self.last_saved_iter == done:
-                    self._save(done)  # record that the final evaluation is done
-            self._finish()
-            return self.last_eval
-        finally:
-            if bar is not None:
-                bar.close()
-            self._bar = None
-            stream.close()
-            logger.close()
+    def _evaluate_at_end(self, done: int) -> None:
+        """The final evaluation (unless the last iteration was just evaluated),
+        recorded in the checkpoint when the checkpoint is of that iteration."""
+        if self.tc["eval_at_end"] and self._val_dataset is not None and self.last_eval_iter != done:
+            self._evaluate(done, final=True)
+            if self.last_saved_iter == done:
+                self._save(done)  # record that the final evaluation is done
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self._bar = None
 
     # -- pieces ------------------------------------------------------------------
     def _check_finite(self, task_losses: Mapping[str, float], total: float, iteration: int) -> None:
