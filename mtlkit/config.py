@@ -9,8 +9,8 @@ validates the result against the schema:
 
 * the core layout below (sections ``model``, ``data``, ``train``, ``eval``);
 * each plugin's ``defaults`` (option -> default) for the options of the
-  component selected by name (backbone, fusion, weighting, each task, each
-  dataset by ``type``);
+  component selected by ``name`` (backbone, fusion, weighting, each task,
+  each dataset, which also accepts ``type``: :mod:`mtlkit.options`);
 * the engine's ``train`` / ``eval`` schema (:func:`section_schema`: the
   eval section also holds the primary task's post-processing options) and
   the data transforms' defaults.
@@ -29,7 +29,6 @@ residual``) and are normalised to ``{"name": "residual"}``; a task set to
 from __future__ import annotations
 
 import copy
-import math
 import os
 import re
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
@@ -37,7 +36,21 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Seq
 import yaml
 
 from mtlkit.errors import ConfigError
-from mtlkit.registry import RegistryError, did_you_mean, get_registry
+from mtlkit.options import (  # noqa: F401 - the option rule, also imported from here
+    DATASET_SELECTOR_ALIAS,
+    SELECTOR,
+    SELECTOR_KEYS,
+    check_options,
+    check_ranges,
+    component,
+    expected_type,
+    get,
+    in_range,
+    selected,
+    type_ok,
+    _describe,
+)
+from mtlkit.registry import RegistryError, get_registry
 from mtlkit.utils.io import atomic_write, plain
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -111,13 +124,13 @@ def read_yaml(path: PathLike) -> Dict[str, Any]:
     return data
 
 
-#: keys that select which plugin a section configures: a section of another
-#: plugin than its base's replaces the base's section instead of merging with it
-SELECTOR_KEYS = ("type", "name")
-
-
 def _switches_plugin(base: Mapping[str, Any], top: Mapping[str, Any]) -> bool:
-    return any(k in top and k in base and top[k] != base[k] for k in SELECTOR_KEYS)
+    """Whether ``top`` selects another plugin than ``base`` (by ``name`` or a
+    dataset's ``type``, whichever each writes: :data:`SELECTOR_KEYS`): a
+    section of another plugin replaces the base's instead of merging with it."""
+    _, top_name = selected(top)
+    _, base_name = selected(base)
+    return top_name is not None and base_name is not None and top_name != base_name
 
 
 def merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> Dict[str, Any]:
@@ -221,151 +234,6 @@ def save_config(cfg: Mapping[str, Any], path: PathLike) -> None:
 # ----------------------------------------------------------------------------
 # validation
 # ----------------------------------------------------------------------------
-_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-               list: "a list", dict: "a mapping"}
-
-
-def expected_type(default: Any) -> Optional[type]:
-    """The type a config value must have, read off its default (None: any)."""
-    if default is None:
-        return None
-    if isinstance(default, bool):
-        return bool
-    if isinstance(default, int):
-        return int
-    if isinstance(default, float):
-        return float
-    if isinstance(default, str):
-        return str
-    if isinstance(default, (list, tuple)):
-        return list
-    if isinstance(default, Mapping):
-        return dict
-    return type(default)
-
-
-def type_ok(value: Any, expected: Optional[type]) -> bool:
-    """The project-wide rule: int is a float, bool is not an int, list/tuple alike."""
-    if expected is None or value is None:
-        return True  # None means "not set / use the default behaviour"
-    if expected is bool:
-        return isinstance(value, bool)
-    if expected is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if expected is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if expected is list:
-        return isinstance(value, (list, tuple))
-    if expected is dict:
-        return isinstance(value, Mapping)
-    return isinstance(value, expected)
-
-
-def check_options(
-    options: Mapping[str, Any],
-    defaults: Mapping[str, Any],
-    where: str,
-    choices: Optional[Mapping[str, Sequence[Any]]] = None,
-) -> None:
-    """Check ``options`` against a defaults dict (recursing into dict defaults
-    that list their keys; an empty dict default accepts any mapping)."""
-    if not isinstance(options, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {_describe(options)}")
-    for key, value in options.items():
-        path = f"{where}.{key}" if where else str(key)
-        if key not in defaults:
-            shown = f"'{path}'" if str(path).isprintable() else repr(str(path))
-            raise ConfigError(
-                f"unknown key {shown}{did_you_mean(key, defaults)}; "
-                f"valid keys of '{where or 'config'}': {', '.join(sorted(map(str, defaults))) or 'none'}"
-            )
-        default = defaults[key]
-        expected = expected_type(default)
-        coerced = _coerce_number(value, expected)
-        if coerced is not value and isinstance(options, dict):
-            options[key] = value = coerced
-        if isinstance(value, float) and math.isnan(value):
-            raise ConfigError(f"{path}: expected a number, got NaN")
-        if not type_ok(value, expected):
-            raise ConfigError(
-                f"{path}: expected {_TYPE_NAMES.get(expected, expected.__name__)}, "
-                f"got {_describe(value)}"
-            )
-        allowed = (choices or {}).get(path) or (choices or {}).get(key)
-        if allowed is not None and value is not None and value not in allowed:
-            raise ConfigError(
-                f"{path}: invalid value {value!r}{did_you_mean(value, map(str, allowed))}; "
-                f"expected one of: {', '.join(map(str, allowed))}"
-            )
-        if expected is dict and default and isinstance(value, Mapping):
-            sub_choices = {k[len(key) + 1:]: v for k, v in (choices or {}).items()
-                           if k.startswith(f"{key}.")}
-            check_options(value, default, path, sub_choices)
-
-
-_RANGE = re.compile(r"^\s*(?:(>=|>|<=|<)\s*(\S+)|([\[(])\s*(\S+)\s*,\s*(\S+)\s*([\])]))\s*$")
-
-
-def in_range(value: Any, spec: str) -> bool:
-    """Whether the number ``value`` satisfies ``spec`` (">= 0", "> 0", "[0, 1]", "[0, 1)")."""
-    m = _RANGE.match(spec)
-    if m is None:
-        raise ValueError(f"bad range spec {spec!r}")
-    v = float(value)
-    if math.isnan(v):
-        return False
-    if m.group(1):
-        bound = float(m.group(2))
-        return {">=": v >= bound, ">": v > bound, "<=": v <= bound, "<": v < bound}[m.group(1)]
-    lo, hi = float(m.group(4)), float(m.group(5))
-    return ((v >= lo) if m.group(3) == "[" else (v > lo)) and ((v <= hi) if m.group(6) == "]" else (v < hi))
-
-
-def _range_text(spec: str) -> str:
-    m = _RANGE.match(spec)
-    if m.group(1):
-        return f"a number {m.group(1)} {m.group(2)}"
-    return f"a number in {m.group(3)}{m.group(4)}, {m.group(5)}{m.group(6)}"
-
-
-def check_ranges(section: Optional[Mapping[str, Any]], ranges: Mapping[str, str], where: str) -> None:
-    """Check the numbers of ``section`` at the dotted paths of ``ranges``
-    (a list value element by element; missing / None values are skipped)."""
-    for path, spec in ranges.items():
-        value = get(section or {}, path)
-        if value is None or isinstance(value, bool):
-            continue
-        values = value if isinstance(value, (list, tuple)) else [value]
-        for v in values:
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and not in_range(v, spec):
-                raise ConfigError(f"{where}.{path}: expected {_range_text(spec)}, got {value!r}")
-
-
-def _coerce_number(value: Any, expected: Optional[type]) -> Any:
-    """A float written for an int field as ``1e3`` (integral) -> int; else unchanged."""
-    if expected is int and isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    return value
-
-
-def _describe(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}" if not isinstance(value, Mapping) else "a mapping"
-
-
-def component(spec: Any, where: str, name_key: str = "name") -> Dict[str, Any]:
-    """Normalise ``"residual"`` / ``{"name": "residual", ...}`` to a dict."""
-    if isinstance(spec, str):
-        return {name_key: spec}
-    if isinstance(spec, Mapping):
-        if name_key not in spec:
-            raise ConfigError(f"{where}: missing '{name_key}' (which plugin to use)")
-        if not isinstance(spec[name_key], str):
-            raise ConfigError(f"{where}.{name_key}: expected a string, got {_describe(spec[name_key])}")
-        return dict(spec)
-    raise ConfigError(f"{where}: expected a plugin name or a mapping with '{name_key}', "
-                      f"got {_describe(spec)}")
-
-
 def _lookup(kind: str, name: str, where: str) -> Any:
     try:
         return get_registry().get(kind, name)
@@ -389,11 +257,13 @@ def component_options(cls: Any, options: Mapping[str, Any], where: str,
     return {**defaults, **options}
 
 
-def _check_component(spec: Any, kind: str, where: str, name_key: str = "name") -> Dict[str, Any]:
-    spec = component(spec, where, name_key)
-    obj = _lookup(kind, spec[name_key], f"{where}.{name_key}" if name_key != "name" else where)
+def _check_component(spec: Any, kind: str, where: str) -> Dict[str, Any]:
+    aliases = (DATASET_SELECTOR_ALIAS,) if kind == "dataset" else ()
+    spec = component(spec, where, SELECTOR, aliases)
+    key, name = selected(spec, (SELECTOR, *aliases))
+    obj = _lookup(kind, name, f"{where}.{key}" if aliases else where)
     extra = {"label_subset": None} if kind == "dataset" else None  # every dataset's (mtlkit.data.build_dataset)
-    options = {k: v for k, v in spec.items() if k != name_key}
+    options = {k: v for k, v in spec.items() if k not in (SELECTOR, *aliases)}
     component_options(obj, options, where, extra)
     spec.update(options)
     return spec
@@ -500,7 +370,7 @@ def validate_config(cfg: Mapping[str, Any]) -> Dict[str, Any]:
                       {k: (None if k in DATA_SPLITS else v) for k, v in data_defaults.items()}, "data")
         for split in DATA_SPLITS:
             if data.get(split) is not None:
-                data[split] = _check_component(data[split], "dataset", f"data.{split}", "type")
+                data[split] = _check_component(data[split], "dataset", f"data.{split}")
         size = data.get("image_size")
         if size is not None and (len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool)
                                                            and s > 0 for s in size)):
@@ -524,13 +394,3 @@ def _refuse_postprocess_options(options: Mapping[str, Any], task: str, keys: Seq
         if key in keys:
             raise ConfigError(f"model.tasks.{task}.{key}: post-processing options are set in the eval "
                               f"section only; write eval.{key} instead")
-
-
-def get(cfg: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
-    """``get(cfg, "train.optimizer.lr")`` with a default for missing keys."""
-    node: Any = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return default
-        node = node[part]
-    return node

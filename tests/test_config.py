@@ -172,3 +172,42 @@ def test_save_config_roundtrip(tmp_path, stub_registry):
     assert load_config(str(path)) == {"model": {"fusion": {"name": "residual"}, "tasks": {}},
                                       "data": {"image_size": [64, 96]}}
     assert [p for p in os.listdir(path.parent) if p.endswith(".tmp")] == []
+
+
+def test_a_dataset_is_selected_by_name_or_by_type_its_alias(stub_registry):
+    by_type = validate_config({"data": {"train": {"type": "synthetic", "size": 10}}})
+    by_name = validate_config({"data": {"train": {"name": "synthetic", "size": 10}}})
+    # the key written is kept (resolved configs of existing runs stay identical)
+    assert by_type["data"]["train"] == {"type": "synthetic", "size": 10}
+    assert by_name["data"]["train"] == {"name": "synthetic", "size": 10}
+    assert validate_config({"data": {"train": "synthetic"}})["data"]["train"] == {"type": "synthetic"}
+    # the same messages whichever key selects
+    for key in ("type", "name"):
+        with pytest.raises(ConfigError, match=rf"data.train.{key}: unknown dataset 'synthetc' "
+                                              r"\(did you mean 'synthetic'\?\)"):
+            validate_config({"data": {"train": {key: "synthetc"}}})
+        with pytest.raises(ConfigError, match=r"unknown key 'data.train.sze' \(did you mean 'size'\?\)"):
+            validate_config({"data": {"train": {key: "synthetic", "sze": 3}}})
+    with pytest.raises(ConfigError, match="data.train: missing 'name' or 'type'"):
+        validate_config({"data": {"train": {"size": 3}}})
+    with pytest.raises(ConfigError, match="data.train: name: 'synthetic' and type: 'coco' select different"):
+        validate_config({"data": {"train": {"name": "synthetic", "type": "coco"}}})
+    assert validate_config({"data": {"train": {"name": "synthetic", "type": "synthetic"}}})
+
+
+def test_merge_switches_plugin_whichever_selector_each_side_writes():
+    base = {"train": {"type": "synthetic", "size": 400}}
+    assert merge(base, {"train": {"name": "coco", "ann_file": "a.json"}}) == \
+        {"train": {"name": "coco", "ann_file": "a.json"}}
+    assert merge(base, {"train": {"name": "synthetic", "size": 5}}) == \
+        {"train": {"type": "synthetic", "name": "synthetic", "size": 5}}
+
+
+def test_the_option_rule_is_imported_by_config_and_data_without_a_cycle():
+    import subprocess
+    import sys
+
+    code = ("import sys, mtlkit.data.transforms, mtlkit.data.options; "
+            "assert 'mtlkit.config' not in sys.modules, 'data imports config'; "
+            "import mtlkit.config as c, mtlkit.options as o; assert c.type_ok is o.type_ok")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

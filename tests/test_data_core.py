@@ -145,3 +145,37 @@ def test_build_split_wires_dataset_and_transforms(monkeypatch):
         build_split(cfg, "test")
     with pytest.raises(ConfigError, match="data.augment: unknown option"):
         build_split(dict(cfg, augment={"flop": 1}), "train")
+
+
+def test_build_dataset_by_name_and_a_validated_config_is_built_as_it_is(monkeypatch):
+    import types
+
+    from mtlkit import hookimpl
+    from mtlkit import registry as registry_module
+    from mtlkit.config import validate_config
+
+    @hookimpl
+    def mtlkit_register_datasets(registry):
+        registry.add("tiny_test_only", Tiny)
+
+    fresh = registry_module.Registry()
+    fresh.register_plugin(types.SimpleNamespace(mtlkit_register_datasets=mtlkit_register_datasets), "tiny")
+    monkeypatch.setattr(registry_module, "_REGISTRY", fresh)
+    assert isinstance(build_dataset({"name": "tiny_test_only"}), Tiny)
+    with pytest.raises(ConfigError, match=r"data.train.name: unknown dataset 'tiny'"):
+        build_dataset({"name": "tiny"}, where="data.train")
+    data = {"train": {"name": "tiny_test_only"}, "image_size": [4, 5],
+            "augment": {"flip": 1.0, "crop": False, "expand": 0.0, "photometric": 0.0}}
+    checked = validate_config({"data": data})["data"]
+    a = build_split(checked, "train", validated=True)
+    b = build_split(data, "train")
+    assert torch.equal(a[0]["image"], b[0]["image"]) and torch.equal(a[0]["boxes"], b[0]["boxes"])
+    # validated=True trusts the options: no second check (validate_config made it)
+    import mtlkit.data as data_module
+
+    def no_second_check(*args, **kwargs):
+        raise AssertionError("validated options checked again")
+
+    monkeypatch.setattr(data_module, "validate_options", no_second_check)
+    monkeypatch.setattr("mtlkit.data.transforms.validate_options", no_second_check)
+    build_split(checked, "train", validated=True)[0]

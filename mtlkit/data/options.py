@@ -4,14 +4,18 @@ The rule is the project-wide one: unknown options are refused with a
 did-you-mean; a value whose type differs from the default's is refused
 (``int`` is accepted for ``float``; a ``None`` default accepts anything; a
 ``list``/``tuple`` default accepts either). A ``None`` value means "not set"
-and keeps the default (as in :mod:`mtlkit.config`).
+and keeps the default (as in :mod:`mtlkit.config`; the rule itself is :mod:`mtlkit.options`).
+
+Used by the data builders for callers that pass options not validated by
+:func:`mtlkit.config.validate_config` (a config validated there is built as
+it is: ``validated=True``).
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict, Mapping
 
-from mtlkit.config import expected_type, type_ok
+from mtlkit.options import expected_type, type_ok
 from mtlkit.errors import ConfigError
 from mtlkit.registry import did_you_mean
 

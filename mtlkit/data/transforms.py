@@ -487,7 +487,7 @@ AUGMENT_DEFAULTS: Dict[str, Any] = {
 
 
 def build_transforms(augment_cfg: Optional[Dict[str, Any]], image_size: Optional[Sequence[int]],
-                     train: bool) -> Compose:
+                     train: bool, validated: bool = False) -> Compose:
     """The transform pipeline for training or evaluation.
 
     Training (``train=True`` and ``augment.enabled``): photometric jitter ->
@@ -507,9 +507,16 @@ def build_transforms(augment_cfg: Optional[Dict[str, Any]], image_size: Optional
       ``crop_trials``.
     * ``flip`` (float): probability of the horizontal flip.
 
+    ``validated``: ``augment_cfg`` is ``data.augment`` of a config returned
+    by :func:`mtlkit.config.validate_config`, which checked it: it is merged
+    over the defaults as it is, not checked again.
+
     :raises ConfigError: on an unknown option or a wrongly typed value.
     """
-    opts = validate_options(augment_cfg or {}, AUGMENT_DEFAULTS, "data.augment")
+    if validated:  # what validate_options gives for valid options
+        opts = {**AUGMENT_DEFAULTS, **{k: v for k, v in (augment_cfg or {}).items() if v is not None}}
+    else:
+        opts = validate_options(augment_cfg or {}, AUGMENT_DEFAULTS, "data.augment")
     transforms: List[Any] = []
     if train and opts["enabled"]:
         if opts["photometric"] > 0:

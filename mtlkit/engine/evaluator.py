@@ -154,7 +154,8 @@ def evaluate(cfg: Any, checkpoint: Optional[str], out_dir: Optional[str] = None,
                 raise ConfigError(f"data.{split} is missing: nothing to evaluate on")
             from mtlkit.data import build_split
 
-            dataset = build_split(data, split, train=False, seed=int(cfg["train"]["seed"]))
+            dataset = build_split(data, split, train=False, seed=int(cfg["train"]["seed"]),
+                                  validated=True)  # load_run_config validated it
         if collate_fn is None:
             from mtlkit.data import collate as collate_fn
         meta: Dict[str, Any] = {}

@@ -161,11 +161,13 @@ class Trainer:
         if self._train_dataset is None:
             from mtlkit.data import build_split
 
-            self._train_dataset = build_split(data, "train", train=True, seed=int(self.tc["seed"]))
+            self._train_dataset = build_split(data, "train", train=True, seed=int(self.tc["seed"]),
+                                              validated=True)
         if self._val_dataset is None and data.get(split) is not None:
             from mtlkit.data import build_split
 
-            self._val_dataset = build_split(data, split, train=False, seed=int(self.tc["seed"]))
+            self._val_dataset = build_split(data, split, train=False, seed=int(self.tc["seed"]),
+                                            validated=True)
 
     def _build_model(self) -> nn.Module:
         if self._model is not None:

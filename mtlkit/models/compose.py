@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from mtlkit.errors import ConfigError
+from mtlkit.options import component
 from mtlkit.registry import did_you_mean, get_registry
 from mtlkit.task import PRIMARY, AuxiliaryTask, Task
 
@@ -119,8 +120,6 @@ class MultiTaskModel(nn.Module):
 
 def _component(value: Any, where: str) -> Tuple[str, Dict[str, Any]]:
     """``"name"`` or ``{name: ..., <options>}`` -> (name, options)."""
-    from mtlkit.config import component
-
     options = component(value, where)
     return options.pop("name"), options
 
