@@ -171,7 +171,7 @@ def test_build_dataset_by_name_and_a_validated_config_is_built_as_it_is(monkeypa
     b = build_split(data, "train")
     assert torch.equal(a[0]["image"], b[0]["image"]) and torch.equal(a[0]["boxes"], b[0]["boxes"])
     # validated=True trusts the options: no second check (validate_config made it)
-    import mtlkit.data as data_module
+    import mtlkit.data.builders as data_module
 
     def no_second_check(*args, **kwargs):
         raise AssertionError("validated options checked again")

@@ -61,7 +61,7 @@ class ConcatDataset(Dataset):
 
     def __init__(self, sources: Sequence[Any] = (), weights: Optional[Sequence[float]] = None,
                  size: Optional[int] = None, seed: int = 0):
-        from mtlkit.data import build_dataset
+        from mtlkit.data.builders import build_dataset
 
         if not sources:
             raise ConfigError("concat dataset: 'sources' must list at least one dataset")
