@@ -85,7 +85,7 @@ def test_ablation_renders_once_runs_in_parallel_and_reuses(tmp_path, monkeypatch
     monkeypatch.setattr(subprocess, "Popen", no_process)
     assert cli.main(_args(out, "--jobs", "2")) == 0
     assert started == [] and strip(_runs(out)) == strip(runs)
-    assert cli.main(_args(out, "--jobs", "2", "-o", "train.optimizer.lr=0.002")) == 1
+    assert cli.main(_args(out, "--jobs", "2", "-o", "train.optimizer.lr=0.003")) == 1
     assert len(started) == 1
 
 

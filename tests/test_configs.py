@@ -49,15 +49,20 @@ def _structure(model, variant):
     if variant == "ssd":
         assert block is None and list(model.tasks) == ["detection"]
         return
-    assert list(model.tasks) == ["detection", "scene", "depth", "normals"]
+    if variant == "rock_depth_only":
+        assert list(model.tasks) == ["detection", "depth"]
+    else:
+        assert list(model.tasks) == ["detection", "scene", "depth", "normals"]
     fusion = type(block.fusion).__name__
     expected = {"flat_mtl": "NoFusion", "intensive_pooling": "NoFusion", "rock": "ResidualFusion",
                 "rock_concat": "ConcatFusion", "rock_gated": "GatedFusion",
-                "rock_light": "ResidualFusion"}[variant]
+                "rock_light": "ResidualFusion", "rock_depth_only": "ResidualFusion",
+                "rock_aux30": "ResidualFusion"}[variant]
     assert fusion == expected
     assert block.intensive == (variant != "flat_mtl")
     assert isinstance(block.encoder, torch.nn.Identity) == (variant == "flat_mtl")
-    assert (len(block.decoders) > 0) == (variant in ("rock", "rock_concat", "rock_gated"))
+    assert (len(block.decoders) > 0) == (variant in ("rock", "rock_concat", "rock_gated",
+                                                     "rock_depth_only", "rock_aux30"))
     assert (block.shared_decoder is not None) == (variant == "rock_light")
 
 
@@ -92,7 +97,10 @@ def test_synthetic_config_trains_a_step(variant):
     _structure(model, variant)
     out = _train_step(model)
     if variant != "ssd":
-        assert out["scene"].shape == (2, 6) and out["depth"].shape == (2, 1, 4, 4)
+        assert out["depth"].shape == (2, 1, 4, 4)
+        assert ("scene" in out) == (variant != "rock_depth_only")
+        if "scene" in out:
+            assert out["scene"].shape == (2, 6)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -105,7 +113,9 @@ def test_nyuv2_config_structure_on_small_backbone(variant):
     with torch.no_grad():
         out = model(torch.rand(1, 3, 64, 64))
     assert out["detection"]["conf"].shape[-1] == 20
-    if variant != "ssd":
+    if variant == "rock_depth_only":
+        assert set(out) == {"detection", "depth"} and out["depth"].shape == (1, 1, 4, 4)
+    elif variant != "ssd":
         assert out["scene"].shape == (1, 27) and out["normals"].shape == (1, 3, 4, 4)
 
 
