@@ -126,7 +126,11 @@ def build_eval_model(cfg: Mapping[str, Any], checkpoint: Optional[str], device: 
         load_model_state(model, state, checkpoint)
         meta = dict(ckpt.get("meta") or {})
         meta["iteration"] = int(ckpt.get("iteration", 0))
-    return model.to(device).eval(), meta
+    model = model.to(device).eval()
+    if (cfg.get("train") or {}).get("channels_last"):
+        # the layout the trainer evaluated in: the figures then match its final evaluation exactly
+        model = model.to(memory_format=torch.channels_last)
+    return model, meta
 
 
 def evaluate(cfg: Any, checkpoint: Optional[str], out_dir: Optional[str] = None,
