@@ -291,9 +291,13 @@ def test_random_box_depth_follows_its_box(x1, y1, w, h, seed, size):
     assert len(b) == 1  # the crop always keeps at least one box
     bx1, by1, bx2, by2 = b[0].tolist()
     assert 0 <= bx1 < bx2 <= size[1] and 0 <= by1 < by2 <= size[0]
+    assert torch.equal(out["depth_mask"], out["depth"] > 0)
+    if bx2 - bx1 < 2 or by2 - by1 < 2:
+        # zoomed out to under 2 px (e.g. 4 px x 4 zoom-out / 2 resize = 0.5 px): nearest
+        # resampling may keep none of its pixels, so there is no depth to follow
+        return
     cx, cy = int((bx1 + bx2) / 2), int((by1 + by2) / 2)
     assert out["depth"][0, cy, cx].item() == 1.5
-    assert torch.equal(out["depth_mask"], out["depth"] > 0)
 
 
 @pytest.mark.parametrize("seed", range(40))
