@@ -12,8 +12,9 @@ from mtlkit.errors import ConfigError, DataError, MtlkitError  # noqa: E402
 __all__ = ["__version__", "hookimpl", "MtlkitError", "ConfigError", "DataError", "build_model"]
 
 
-def build_model(cfg):
-    """Build a multi-task model from a config path or dict (see :mod:`mtlkit.models.compose`)."""
+def build_model(cfg, image_size=None, validated: bool = False):
+    """Build a multi-task model from a config path or dict (see
+    :func:`mtlkit.models.compose.build_model` for the arguments)."""
     from mtlkit.models.compose import build_model as _build
 
-    return _build(cfg)
+    return _build(cfg, image_size=image_size, validated=validated)

@@ -117,7 +117,7 @@ def build_eval_model(cfg: Mapping[str, Any], checkpoint: Optional[str], device: 
     from mtlkit.engine.checkpoint import (check_finite_state, load_checkpoint, load_model_state,
                                           model_state, strip_ddp_prefix)
 
-    model = build_model(cfg)
+    model = build_model(cfg, validated=True)  # evaluate() loaded and validated it
     meta: Dict[str, Any] = {}
     if checkpoint is not None:
         ckpt = load_checkpoint(checkpoint)

@@ -174,7 +174,7 @@ class Trainer:
             return self._model
         from mtlkit import build_model
 
-        return build_model(self.cfg)
+        return build_model(self.cfg, validated=True)  # validated when the config was loaded
 
     def _amp(self, device: torch.device) -> Optional[torch.dtype]:
         return amp_dtype_for(self.tc, device, self._note)

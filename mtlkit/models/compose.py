@@ -124,8 +124,10 @@ def _component(value: Any, where: str) -> Tuple[str, Dict[str, Any]]:
     return options.pop("name"), options
 
 
-def _split_config(cfg: Any) -> Tuple[Dict[str, Any], Dict[str, Any], Optional[Tuple[int, int]]]:
-    """-> (model section, eval section, image size or None)."""
+def _split_config(cfg: Any, validated: bool = False
+                  ) -> Tuple[Dict[str, Any], Dict[str, Any], Optional[Tuple[int, int]]]:
+    """-> (model section, eval section, image size or None); ``validated``: the
+    caller's config already went through :func:`mtlkit.config.validate_config`."""
     if isinstance(cfg, (str, os.PathLike)):
         from mtlkit.config import load_config
 
@@ -135,7 +137,10 @@ def _split_config(cfg: Any) -> Tuple[Dict[str, Any], Dict[str, Any], Optional[Tu
     from mtlkit.config import validate_config
 
     # Validation normalises too: components as {name: ...}, null tasks dropped.
-    cfg = validate_config(cfg) if "model" in cfg else validate_config({"model": cfg})
+    if not validated:
+        cfg = validate_config(cfg) if "model" in cfg else validate_config({"model": cfg})
+    elif "model" not in cfg:
+        cfg = {"model": cfg}
     if "model" in cfg:
         model_cfg = cfg["model"]
         eval_cfg = cfg.get("eval") or {}
@@ -180,12 +185,15 @@ def build_tasks(tasks_cfg: Any, eval_cfg: Optional[Mapping[str, Any]] = None,
     return ordered, primary
 
 
-def build_model(cfg: Any, image_size: Optional[Sequence[int]] = None) -> MultiTaskModel:
+def build_model(cfg: Any, image_size: Optional[Sequence[int]] = None,
+                validated: bool = False) -> MultiTaskModel:
     """Build a :class:`MultiTaskModel` from a config path, full config dict or
-    model section. ``image_size`` (H, W) overrides ``data.image_size``."""
+    model section. ``image_size`` (H, W) overrides ``data.image_size``.
+    ``validated=True``: ``cfg`` comes from :func:`mtlkit.config.load_config` /
+    ``validate_config`` (the engine's case), so it is not checked again."""
     from mtlkit.models.rock import RockBlock
 
-    model_cfg, eval_cfg, cfg_size = _split_config(cfg)
+    model_cfg, eval_cfg, cfg_size = _split_config(cfg, validated)
     size = tuple(int(s) for s in image_size) if image_size is not None else cfg_size
     # _split_config validated the section (keys, plugin names, every option).
     registry = get_registry()
