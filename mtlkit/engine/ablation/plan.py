@@ -28,7 +28,7 @@ PAPER_ROWS: List[Tuple[str, str]] = [
 ]
 #: rows on request (``--rows``)
 EXTRA_ROWS: Dict[str, str] = {
-    "rock_depth_only": "ROCK, depth only",
+    "rock_depth_only": "ROCK, aux. D only",
     "rock_aux30": "ROCK, aux. labels on 30%",
     "rock_concat": "ROCK, concat fusion",
     "rock_gated": "ROCK, gated fusion",

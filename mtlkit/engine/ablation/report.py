@@ -19,7 +19,7 @@ from mtlkit.utils.io import atomic_write
 
 from .plan import PAPER_FIGURES, PAPER_ROWS, Row
 
-#: detection figures of the table: (record key, column title)
+#: the primary task's figures in the table: (record key, column title)
 COLUMNS = [("AP50", "mAP@0.5"), ("AP75", "mAP@0.75"), ("AP", "mAP@[.5:.95]")]
 def mean_std(values: Sequence[float]) -> Dict[str, Any]:
     """Mean, sample std (ddof 1; 0 for one value) and count of the finite values."""
@@ -44,7 +44,7 @@ def paired_gain(records: Sequence[Dict[str, Any]], row: str, base: str, key: str
 
 
 def summarise(records: Sequence[Dict[str, Any]], rows: Sequence[Row]) -> Dict[str, Any]:
-    """Per row: label, seeds, mean/std (in %) of the detection figures and of
+    """Per row: label, seeds, mean/std (in %) of the primary task's figures and of
     every auxiliary figure, the paper's figures, and paired gains over SSD and
     over the previous row."""
     stems = [row.stem for row in rows]
@@ -137,7 +137,7 @@ def format_markdown(summary: Dict[str, Any], info: Dict[str, Any],
 
 
 def plot(summary: Dict[str, Any], path: str) -> None:
-    """Bars with error bars (std over seeds) for the detection figures."""
+    """Bars with error bars (std over seeds) for the primary task's figures."""
     import matplotlib
 
     matplotlib.use("Agg")
