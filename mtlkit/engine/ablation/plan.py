@@ -100,12 +100,17 @@ def fingerprint(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _dataset_type(spec: Mapping[str, Any]) -> Optional[str]:
+    """A data split's dataset plugin: its ``name``, or ``type`` (the older selector)."""
+    return spec.get("name", spec.get("type"))
+
+
 def _data_seed_overrides(cfg: Mapping[str, Any], data_seed: Optional[int]) -> List[str]:
     if data_seed is None:
         return []
     data = cfg.get("data") or {}
     return [f"data.{split}.seed={int(data_seed)}" for split in DATA_SPLITS
-            if isinstance(data.get(split), Mapping) and data[split].get("type") == "synthetic"
+            if isinstance(data.get(split), Mapping) and _dataset_type(data[split]) == "synthetic"
             and data[split].get("root") is None]
 
 
@@ -169,11 +174,11 @@ def shared_data(runs: Sequence[Run], data_dir: str) -> Dict[str, Dict[str, Any]]
         data = run.config["data"]
         for split in DATA_SPLITS:
             spec = data.get(split)
-            if not isinstance(spec, Mapping) or spec.get("type") != "synthetic":
+            if not isinstance(spec, Mapping) or _dataset_type(spec) != "synthetic":
                 continue
             if spec.get("root") is not None or spec.get("cache_dir") is not None:
                 continue
-            options = {k: v for k, v in spec.items() if k != "type"}
+            options = {k: v for k, v in spec.items() if k not in ("type", "name")}
             render = {k: v for k, v in options.items() if k not in _READ_OPTIONS}
             dataset = SyntheticRooms(**render, size=options.get("size"))
             key = fingerprint(dataset.config)
