@@ -100,6 +100,16 @@ def fingerprint(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def task_classes(config: Mapping[str, Any]) -> List[Tuple[str, type]]:
+    """(task name, registered task class) for every task of a resolved config
+    (tasks set to null are dropped), in config order."""
+    from mtlkit.registry import get_registry
+
+    registry = get_registry()
+    return [(name, registry.get("task", options.get("name", name) if isinstance(options, Mapping) else name))
+            for name, options in (config["model"].get("tasks") or {}).items() if options is not None]
+
+
 def _dataset_type(spec: Mapping[str, Any]) -> Optional[str]:
     """A data split's dataset plugin: its ``name``, or ``type`` (the older selector)."""
     return spec.get("name", spec.get("type"))

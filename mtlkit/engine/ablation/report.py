@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from mtlkit.utils.io import atomic_write
 
-from .plan import PAPER_FIGURES, PAPER_ROWS, Row
+from .plan import PAPER_FIGURES, PAPER_ROWS, Row, task_classes
 
 #: the primary task's figures in the table: (record key, column title)
 COLUMNS = [("AP50", "mAP@0.5"), ("AP75", "mAP@0.75"), ("AP", "mAP@[.5:.95]")]
@@ -164,15 +164,11 @@ def plot(summary: Dict[str, Any], path: str) -> None:
 def aux_columns(configs: Sequence[Mapping[str, Any]]) -> List[Tuple[str, str, float]]:
     """The auxiliary columns of the table: each task's ``headline_metrics``
     (:class:`mtlkit.task.Task`), for the tasks of the given configs, in order."""
-    from mtlkit.registry import get_registry
     from mtlkit.task import PRIMARY
 
-    registry, columns = get_registry(), []
+    columns: List[Tuple[str, str, float]] = []
     for config in configs:
-        for name, options in (config["model"].get("tasks") or {}).items():
-            if options is None:
-                continue
-            cls = registry.get("task", options.get("name", name) if isinstance(options, Mapping) else name)
+        for name, cls in task_classes(config):
             if getattr(cls, "role", None) == PRIMARY:
                 continue
             for metric, (title, scale) in getattr(cls, "headline_metrics", {}).items():

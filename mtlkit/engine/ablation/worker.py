@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional
 from mtlkit.errors import MtlkitError
 from mtlkit.utils.io import atomic_write
 
+from .plan import task_classes
 from .runner import RESULT_FILE, RUN_FILE, read_json
 
 
@@ -25,15 +26,10 @@ def _scalars(figures: Dict[str, Any]) -> Dict[str, float]:
 
 
 def _primary_task(config: Dict[str, Any]) -> str:
-    from mtlkit.registry import get_registry
     from mtlkit.task import PRIMARY
 
-    registry = get_registry()
-    for name, options in (config["model"].get("tasks") or {}).items():
-        if options is None:
-            continue
-        kind = options.get("name", name) if isinstance(options, dict) else name
-        if getattr(registry.get("task", kind), "role", None) == PRIMARY:
+    for name, cls in task_classes(config):
+        if getattr(cls, "role", None) == PRIMARY:
             return name
     raise MtlkitError("the config has no primary task")
 
