@@ -46,7 +46,10 @@ callers), once per plugin, right after registering it.
 
 import pluggy
 
-hookspec = pluggy.HookspecMarker("mtlkit")
+#: pluggy's project name: hooks are ``mtlkit_*``, markers ``mtlkit_impl``
+PROJECT = "mtlkit"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
 
 
 @hookspec

@@ -133,11 +133,32 @@ class Registrar:
         self._registry._add(self.kind, name, obj, self.origin)
 
 
+class _HashableView:
+    """An unhashable plugin object (a ``SimpleNamespace``, a dataclass
+    instance) as pluggy can hold it: pluggy >= 1.7 keeps plugin objects in
+    sets. The view hashes by identity and carries the object's ``mtlkit_*``
+    attributes as its own (pluggy >= 1.7 finds hooks with
+    ``inspect.getattr_static``, which no ``__getattr__`` forwarding reaches);
+    any other attribute is read from the object."""
+
+    def __init__(self, plugin: Any) -> None:
+        self.__dict__["_plugin"] = plugin
+        for attr in dir(plugin):
+            if attr.startswith(f"{hookspecs.PROJECT}_"):
+                self.__dict__[attr] = getattr(plugin, attr)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_plugin"], name)
+
+    def __repr__(self) -> str:
+        return repr(self.__dict__["_plugin"])
+
+
 class Registry:
     """Holds the components of every kind, by name, with their origin."""
 
     def __init__(self) -> None:
-        self.pm = pluggy.PluginManager("mtlkit")
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self._entries: Dict[str, Dict[str, Entry]] = {kind: {} for kind in KINDS}
         self._origins: Dict[str, Origin] = {}  # plugin name -> origin
@@ -168,6 +189,8 @@ class Registry:
         and run its registration hooks. Used for entry points, and directly by
         code or tests that define a plugin in place."""
         origin = Origin(distribution, version, name)
+        if getattr(type(plugin), "__hash__", None) is None:
+            plugin = _HashableView(plugin)
         self.pm.register(plugin, name=name)
         self._origins[name] = origin
         # The hooks run through pluggy's hook callers, on this plugin alone:

@@ -240,3 +240,42 @@ def test_hooks_are_called_through_pluggy_once_per_plugin():
     assert [c for c in calls if c[1]] == [("mtlkit_register_tasks", ["first"]),
                                           ("mtlkit_register_tasks", ["second"])]
     assert registry.names("task") == ["centres", "centres_too"]
+
+
+@pytest.mark.parametrize("make_plugin", ["namespace", "dataclass"])
+def test_an_unhashable_plugin_object_registers_and_later_plugins_still_do(make_plugin):
+    """pluggy >= 1.7 keeps plugin objects in sets: a SimpleNamespace or a
+    dataclass instance (both unhashable) must still register, and must not
+    break the registration of the plugins that come after it."""
+    import dataclasses
+    import types
+
+    def register_tasks(registry):
+        registry.add("centres", _Centres)
+
+    if make_plugin == "namespace":
+        plugin = types.SimpleNamespace(mtlkit_register_tasks=mtlkit.hookimpl(register_tasks))
+    else:
+        @dataclasses.dataclass
+        class DataPlugin:
+            label: str = "x"
+
+            @mtlkit.hookimpl
+            def mtlkit_register_tasks(self, registry):
+                register_tasks(registry)
+
+        plugin = DataPlugin()
+    with pytest.raises(TypeError):
+        hash(plugin)  # the case this test is about
+    registry = Registry()
+    registry.register_plugin(plugin, "unhashable")
+
+    class Later:
+        @mtlkit.hookimpl
+        def mtlkit_register_tasks(self, registry):
+            registry.add("centres_too", _Centres)
+
+    registry.register_plugin(Later(), "later")
+    assert registry.names("task") == ["centres", "centres_too"]
+    assert registry.get("task", "centres") is _Centres
+    assert registry.pm.has_plugin("unhashable")
