@@ -16,6 +16,28 @@ import mtlkit.registry as registry_module
 torch.set_num_threads(int(os.environ.get("MTLKIT_TEST_THREADS", "1")))
 
 
+def pytest_report_header(config):
+    import pluggy
+
+    from mtlkit import ops
+
+    error = ops.native_error()
+    active = ops.backend() if error is None or error.startswith("MTLKIT_OPS") else f"torch ({error})"
+    return (f"mtlkit ops: {active}; MTLKIT_OPS={os.environ.get('MTLKIT_OPS', '')!r}; "
+            f"torch {torch.__version__}; pluggy {pluggy.__version__}")
+
+
+def pytest_sessionstart(session):
+    """``MTLKIT_OPS=native`` (CI's native run) requires the extension: a build
+    that does not load stops the session here, instead of the native-only
+    tests quietly skipping or each failing with the same import error."""
+    from mtlkit import ops
+
+    if os.environ.get("MTLKIT_OPS", "").strip().lower() == "native" and ops.native_error():
+        pytest.exit(f"MTLKIT_OPS=native but the native extension does not load: "
+                    f"{ops.native_error()}", returncode=3)
+
+
 @pytest.fixture
 def fresh_registry(monkeypatch):
     """A registry loaded from the current environment, discarded after the test."""

@@ -80,6 +80,28 @@ def test_missing_extension_falls_back_with_one_warning():
     assert "unavailable" in msg and "mtlkit._C halted" in msg
 
 
+@pytest.mark.parametrize("value", ["bogus", "torc", "nativ"])
+def test_an_unknown_MTLKIT_OPS_is_an_error_naming_it(value):
+    r = _run("import torch, mtlkit.ops as o; o.nms(torch.zeros(0, 4), torch.zeros(0), 0.5)",
+             MTLKIT_OPS=value)
+    assert r.returncode != 0
+    assert "MTLKIT_OPS: expected one of auto, native, torch" in r.stderr and repr(value) in r.stderr
+
+
+def test_MTLKIT_OPS_native_with_a_broken_build_fails_the_session_not_skips(tmp_path):
+    """CI's native run: an extension that does not load stops pytest with the
+    import error, instead of every native-only test skipping."""
+    (tmp_path / "test_x.py").write_text("def test_x():\n    pass\n")
+    (tmp_path / "conftest.py").write_text(
+        "import sys\nsys.modules['mtlkit._C'] = None\n"
+        + open(os.path.join(os.path.dirname(__file__), "conftest.py"), encoding="utf-8").read())
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                       env=dict(os.environ, MTLKIT_OPS="native"))
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "MTLKIT_OPS=native but the native extension does not load" in r.stdout + r.stderr
+
+
 def test_bad_backend_argument():
     with pytest.raises(ValueError, match="backend"):
         ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5, backend="cuda")

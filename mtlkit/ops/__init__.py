@@ -20,7 +20,7 @@ import torch
 
 from mtlkit.ops import _checks as C
 from mtlkit.ops import reference
-from mtlkit.ops._backend import backend, choose, native_supports
+from mtlkit.ops._backend import backend, choose, native_error, native_supports
 from mtlkit.ops._checks import OpsTypeError, OpsValueError
 from mtlkit.ops.reference import Detections, cxcywh_to_xyxy
 
@@ -32,6 +32,7 @@ __all__ = [
     "batched_nms",
     "box_iou",
     "cxcywh_to_xyxy",
+    "native_error",
     "nms",
     "ssd_decode",
     "ssd_match",

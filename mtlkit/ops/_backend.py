@@ -1,8 +1,10 @@
 """Which implementation of the ops runs: the native extension or the PyTorch reference.
 
 ``MTLKIT_OPS=torch`` forces the reference, ``MTLKIT_OPS=native`` requires the
-extension (an error on first use when it is missing); unset means "native when
-``mtlkit._C`` imports, else the reference" with a one-time warning saying why.
+extension (an error on first use when it is missing); unset (or ``auto``) means
+"native when ``mtlkit._C`` imports, else the reference" with a one-time warning
+saying why. Any other value is an error naming the variable: a misspelt
+``MTLKIT_OPS=torc`` must not run the native ops without a word.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import warnings
 import torch
 
 _OPS = ("box_iou", "nms", "batched_nms", "ssd_match", "ssd_decode", "ssd_postprocess")
+
+#: accepted values of MTLKIT_OPS ("" = unset)
+_CHOICES = ("", "auto", "native", "torch")
 
 _state: dict = {}
 
@@ -36,6 +41,13 @@ def _resolve() -> dict:
     if _state:
         return _state
     env = os.environ.get("MTLKIT_OPS", "").strip().lower()
+    if env not in _CHOICES:
+        from mtlkit.ops._checks import OpsValueError
+
+        raise OpsValueError(
+            f"MTLKIT_OPS: expected one of {', '.join(_CHOICES[1:])} (or unset), "
+            f"got {os.environ['MTLKIT_OPS']!r}"
+        )
     if env == "torch":
         _state.update(active="torch", error="MTLKIT_OPS=torch")
         return _state
@@ -45,8 +57,6 @@ def _resolve() -> dict:
     elif env == "native":
         _state.update(active="native", error=error)  # reported on first use
     else:
-        if env not in ("", "auto"):
-            warnings.warn(f"MTLKIT_OPS={env!r} is not one of torch, native, auto; using auto", RuntimeWarning)
         warnings.warn(
             f"mtlkit.ops: the native extension mtlkit._C is unavailable ({error}); "
             "using the pure-PyTorch reference ops (slower, same results)",
@@ -60,6 +70,12 @@ def _resolve() -> dict:
 def backend() -> str:
     """The active backend: ``"native"`` or ``"torch"``."""
     return _resolve()["active"]
+
+
+def native_error() -> str | None:
+    """Why the native extension is not in use (None when it is): the import
+    error, or ``"MTLKIT_OPS=torch"``."""
+    return _resolve()["error"]
 
 
 def choose(requested: str | None) -> str:
