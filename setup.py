@@ -104,10 +104,12 @@ setup(
     package_data={"mtlkit": ["py.typed", "weights/*.pt", "weights/*.md"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
+    # Bounds are claims: a lower bound only where the suite passed on it, an
+    # upper bound only where a newer release is known to break (none is).
     install_requires=[
-        "torch>=2.4",
+        "torch>=2.13",  # the suite: 2.13.0 (CPU build); older releases never ran it
         "numpy",
-        "pluggy>=1.3",
+        "pluggy>=1.3",  # the suite: 1.3.0 (with pytest 8.0.2) and 1.7.0
         "pyyaml",
         "h5py",
         "scipy",
@@ -118,7 +120,10 @@ setup(
         "embreex",
     ],
     extras_require={
-        "dev": ["pytest", "pytest-benchmark", "hypothesis", "pycocotools", "ninja", "pybind11"],
+        # TensorBoard events beside metrics.jsonl (train.tensorboard, on by default)
+        "tensorboard": ["tensorboard"],
+        "dev": ["pytest", "pytest-benchmark", "hypothesis", "pycocotools", "ninja", "pybind11",
+                "tensorboard"],
     },
     entry_points={
         "console_scripts": ["mtlkit = mtlkit.cli:main"],

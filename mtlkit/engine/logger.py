@@ -27,12 +27,15 @@ class RunLogger:
         self.path = os.path.join(out_dir, "metrics.jsonl")
         self._file = open(self.path, "a", encoding="utf-8") if enabled else None
         self._tb = None
+        #: TensorBoard was asked for but the package is not installed
+        self.tensorboard_missing = False
         if enabled and tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
-            except Exception:  # noqa: BLE001 - optional
-                SummaryWriter = None
-            if SummaryWriter is not None:
+                # optional: the tensorboard package (pip install 'mtlkit[tensorboard]')
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                self.tensorboard_missing = True
+            else:
                 self._tb = SummaryWriter(os.path.join(out_dir, "tb"))
 
     @staticmethod

@@ -351,6 +351,10 @@ class Trainer:
                                   int((self.cfg.get("data") or {}).get("num_workers", 0)),
                                   pin_memory=device.type == "cuda", epoch=epoch, batch=batch_pos)
         c["logger"] = RunLogger(self.out_dir, enabled=main, tensorboard=bool(tc["tensorboard"]))
+        if c["logger"].tensorboard_missing:
+            self._note("TensorBoard is off: the tensorboard package is not installed "
+                       "(pip install 'mtlkit[tensorboard]', or train.tensorboard: false); "
+                       "metrics go to metrics.jsonl")
         self._bar = progress_bar(int(tc["iters"]), start_iter, bool(tc["progress"]) and main)
 
     def _step(self, it: int, stop: _StopRequest) -> "tuple[Dict[str, float], float, Any, bool]":
