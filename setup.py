@@ -99,7 +99,8 @@ setup(
     else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["mtlkit", "mtlkit.*"]) + ["mtlkit_plugins"],
+    packages=find_packages(include=["mtlkit", "mtlkit.*"])
+    + ["mtlkit_plugins", "mtlkit_plugins.gradient_weightings"],
     package_dir={"mtlkit_plugins": "plugins"},
     package_data={"mtlkit": ["py.typed", "weights/*.pt", "weights/*.md"]},
     ext_modules=ext_modules,
@@ -135,6 +136,7 @@ setup(
             "fusions = mtlkit_plugins.fusions",
             "datasets = mtlkit_plugins.datasets",
             "weightings = mtlkit_plugins.weightings",
+            "gradient_weightings = mtlkit_plugins.gradient_weightings",
         ],
     },
 )

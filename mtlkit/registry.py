@@ -77,6 +77,7 @@ BUILTIN_MODULES = (
     "mtlkit_plugins.fusions",
     "mtlkit_plugins.datasets",
     "mtlkit_plugins.weightings",
+    "mtlkit_plugins.gradient_weightings",
 )
 
 
