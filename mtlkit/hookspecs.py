@@ -33,7 +33,8 @@ task       a subclass of :class:`mtlkit.task.Task`
 fusion     a subclass of :class:`mtlkit.fusion.Fusion`
 dataset    a subclass of ``torch.utils.data.Dataset``, or a function
            (any non-class callable) returning one
-weighting  a subclass of :class:`mtlkit.weighting.LossWeighting`
+weighting  a subclass of :class:`mtlkit.weighting.LossWeighting` (gradient-level
+           ones subclass :class:`mtlkit.gradient_weighting.GradientWeighting`)
 =========  ===============================================================
 
 Every registered object may carry a ``defaults`` class attribute: a dict of
@@ -109,10 +110,11 @@ def mtlkit_register_datasets(registry) -> None:
 
 @hookspec
 def mtlkit_register_weightings(registry) -> None:
-    """Register loss weightings: how per-task losses combine into one.
+    """Register weightings: how per-task losses (or gradients) combine into one.
 
     ``registry.add(name, cls)`` where ``cls`` subclasses
-    :class:`mtlkit.weighting.LossWeighting`.
+    :class:`mtlkit.weighting.LossWeighting`, or its gradient-level subclass
+    :class:`mtlkit.gradient_weighting.GradientWeighting` (``docs/weighting.md``).
 
     :param registry: a :class:`mtlkit.registry.Registrar` for kind ``weighting``.
     """

@@ -15,8 +15,10 @@ multiplier applied to each loss in this call (for logging).
 Optional hooks the trainer calls (the base class does nothing):
 
 * ``after_backward(model, losses)``: after ``total.backward()``, before the
-  optimiser step; gradient-based methods (GradNorm, PCGrad…) may read or
-  rewrite ``.grad`` here.
+  optimiser step; a weighting may read or rewrite ``.grad`` here. Methods
+  that combine per-task gradients (GradNorm, PCGrad, MGDA, GCS...) subclass
+  :class:`mtlkit.gradient_weighting.GradientWeighting` instead
+  (``docs/weighting.md``).
 * ``on_iteration_end(iteration)``: after the optimiser step (0-based count of
   finished iterations).
 * ``on_epoch_end(epoch)``: after a pass over the training set.
