@@ -311,6 +311,8 @@ class GradientWeighting(LossWeighting):
         self.primary: Optional[str] = primaries[0] if len(primaries) == 1 else None
         if self.randomised:
             seed = self.options.get("seed")
+            if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+                raise ConfigError(f"{where}.seed: expected an integer or null, got {seed!r}")
             generator = torch.Generator()
             generator.manual_seed(int(seed) if seed is not None else torch.initial_seed())
             self.register_buffer("rng_state", generator.get_state())
@@ -321,10 +323,6 @@ class GradientWeighting(LossWeighting):
         """Where the trainer takes the per-task gradients: ``"parameters"``,
         ``"representation"``, or None (loss-level: no per-task gradient)."""
         return self.options.get("place") if self.needs_gradients else None
-
-    @property
-    def index(self) -> Dict[str, int]:
-        return {n: i for i, n in enumerate(self.task_names)}
 
     # -- the method ----------------------------------------------------------------
     def directions(self, inputs: StepInputs) -> torch.Tensor:
@@ -565,10 +563,3 @@ class GradientWeighting(LossWeighting):
                              (float("nan") if v is None else float(v)) for v in values],
                             dtype=torch.float64)
 
-
-def describe(cls: type) -> Dict[str, Any]:
-    """What a gradient weighting class declares, for docs and ``mtlkit plugins``."""
-    return {"needs_gradients": cls.needs_gradients, "needs_losses": cls.needs_losses,
-            "primary_aware": cls.primary_aware, "stateful": cls.stateful,
-            "uses_task_weights": cls.uses_task_weights, "weights_losses": cls.weights_losses,
-            "randomised": cls.randomised, "defaults": dict(cls.defaults)}

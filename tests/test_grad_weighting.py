@@ -84,6 +84,8 @@ def test_options_are_validated_by_the_config_and_by_hand():
         make("olaux", horizon=0)
     with pytest.raises(ConfigError, match=r"unknown key 'model.weighting.place'"):
         make("famo", place="parameters")  # a loss-level method has no gradient place
+    with pytest.raises(ConfigError, match=r"model.weighting.seed: expected an integer or null"):
+        make("rlw", seed="abc")
     with pytest.raises(ConfigError, match=r"exactly one task with role 'primary'"):
         make("gcs", tasks={"a": T(), "b": T()})
     make("pcgrad", tasks={"a": T(), "b": T()})  # symmetric methods need no primary
@@ -256,10 +258,11 @@ def test_aligned_mtl_gradients_are_orthogonal_with_equal_norms():
         g = torch.randn(3, 6, generator=gen, dtype=torch.float64)
         w = make("aligned_mtl", tasks=tasks)
         r = w.combine(g)
-        b = w.basis(g @ g.T)
+        b, sigma = w.basis(g @ g.T)
         aligned = b.T @ g                      # rows: the aligned task gradients
         gram = aligned @ aligned.T
         sigma_min = float(torch.linalg.svdvals(g).min())
+        assert sigma == pytest.approx(sigma_min)
         assert torch.allclose(gram, sigma_min ** 2 * torch.eye(3, dtype=torch.float64), atol=1e-9)
         assert torch.allclose(r.update, aligned[0] + 2.0 * aligned[1] + aligned[2], atol=1e-9)
     # rank-deficient: collinear gradients keep the span, no division by zero
@@ -722,3 +725,40 @@ def test_invariants_on_random_gradients(problem):
         assert float((u - g0).norm()) <= 0.4 * float(g0.norm()) + 1e-6 * (1 + float(g0.norm()))
     if name in ("famo", "rlw") and active:
         assert r.coefficients.sum().item() == pytest.approx(1.0) and (r.coefficients >= 0).all()
+
+
+@pytest.mark.parametrize("name", ["mgda", "gcs", "pcgrad"])
+def test_representation_recipe_on_a_small_network(name):
+    """The representation place as docs/weighting.md §4 prescribes it, on a
+    trunk + three heads: per-task gradients at the detached representation,
+    one backward of [head_loss, R] with [1, update]. The trunk then holds
+    sum_s coefficients[s] dL_s/dtrunk and each head head_weight_t dL_t/dhead."""
+    torch.manual_seed(0)
+    trunk = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh())
+    heads = torch.nn.ModuleDict({n: torch.nn.Linear(8, 1) for n in TASKS})
+    x, y = torch.randn(6, 5), torch.randn(6, 3)
+
+    def losses_at(rep):
+        return {n: ((heads[n](rep).squeeze(1) - y[:, i]) ** 2).mean() for i, n in enumerate(TASKS)}
+
+    w = make(name, seed=0) if name == "pcgrad" else make(name)
+    rep = trunk(x)
+    detached = rep.detach().requires_grad_()
+    losses = losses_at(detached)
+    rows = {n: torch.autograd.grad(losses[n], detached, retain_graph=True)[0].flatten() for n in TASKS}
+    r = w.combine(rows)
+    torch.autograd.backward([w.head_loss(losses, r), rep], [None, r.update.view_as(rep)])
+    got_trunk = [p.grad.clone() for p in trunk.parameters()]
+    got_heads = {n: heads[n].weight.grad.clone() for n in TASKS}
+
+    # reference: the same coefficients as loss weights through the attached graph
+    for p in list(trunk.parameters()) + list(heads.parameters()):
+        p.grad = None
+    ref_losses = losses_at(trunk(x))
+    coefficient_loss = sum(float(r.coefficients[i]) * ref_losses[n] for i, n in enumerate(TASKS))
+    expected_trunk = torch.autograd.grad(coefficient_loss, list(trunk.parameters()), retain_graph=True)
+    for got, exp in zip(got_trunk, expected_trunk):
+        assert torch.allclose(got, exp, atol=1e-6)
+    for n in TASKS:
+        exp = torch.autograd.grad(ref_losses[n], heads[n].weight, retain_graph=True)[0] * r.head_weights[n]
+        assert torch.allclose(got_heads[n], exp, atol=1e-6)

@@ -218,19 +218,20 @@ class AlignedMTL(GradientWeighting):
     RANK_TOL = 1e-10
 
     def directions(self, inputs: StepInputs) -> torch.Tensor:
-        b = self.basis(inputs.gram)
-        self.note("sigma_min", float(self._sigma_min))
-        return inputs.task_weights.unsqueeze(1) * b.T
+        b, sigma_min = self.basis(inputs.gram)
+        self.note("sigma_min", sigma_min)
+        return inputs.task_weights.unsqueeze(1) * b.T  # row t: w_t times aligned gradient t
 
-    def basis(self, gram: torch.Tensor) -> torch.Tensor:
-        """B (m, m) such that G B has orthogonal columns of norm sigma_min."""
+    @classmethod
+    def basis(cls, gram: torch.Tensor) -> "tuple[torch.Tensor, float]":
+        """(B (m, m), sigma_min): G B has orthogonal columns of norm sigma_min,
+        G the gradient matrix whose Gram matrix is ``gram`` (B = 0 when every
+        gradient is 0)."""
         lam, v = torch.linalg.eigh(gram)
         top = float(lam.max()) if lam.numel() else 0.0
-        self._sigma_min = 0.0
         if top <= 0.0:
-            return torch.zeros_like(gram)
-        keep = lam > self.RANK_TOL * top
+            return torch.zeros_like(gram), 0.0
+        keep = lam > cls.RANK_TOL * top
         lam_k, v_k = lam[keep], v[:, keep]
         sigma_min = math.sqrt(float(lam_k.min()))
-        self._sigma_min = sigma_min
-        return sigma_min * (v_k * lam_k.rsqrt().unsqueeze(0)) @ v_k.T
+        return sigma_min * (v_k * lam_k.rsqrt().unsqueeze(0)) @ v_k.T, sigma_min
