@@ -68,6 +68,7 @@ Conventions every method keeps:
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -216,8 +217,8 @@ class GradientCombination:
       method as a combination of the given gradients (0 for inactive tasks).
     * ``weights``: name -> coefficient (what the trainer logs).
     * ``head_weights``: name -> multiplier of L_t for the parameters outside
-      the gradient place (:meth:`GradientWeighting.head_loss`); 0 / missing
-      for inactive tasks.
+      the gradient place (:meth:`GradientWeighting.head_loss`); inactive
+      tasks are missing.
     * ``active`` / ``absent`` / ``nonfinite``: task names.
     * ``skip_step``: an fp16 overflow: do not step, let the scaler back off.
     * ``info``: diagnostics (cosines, conflicts...), name -> float.
@@ -366,6 +367,9 @@ class GradientWeighting(LossWeighting):
         missing = [n for n, r, p in zip(self.task_names, rows, present_mask.tolist()) if p and r is None]
         if missing:
             raise ValueError(f"no gradient given for the present tasks {missing}")
+        ref = next((r for r in rows if r is not None), None)
+        if ref is None:
+            raise ValueError("no gradient given")
         if gram is None:
             # only the present tasks' rows are read (loss-level methods use
             # the diagonal alone: a non-finite row is dropped, not applied)
@@ -377,9 +381,6 @@ class GradientWeighting(LossWeighting):
         present = present_mask
         result = self.plan(gram=gram, losses=losses, present=present, grad_scale=grad_scale,
                            update_state=update_state)
-        ref = next((r for r in rows if r is not None), None)
-        if ref is None:
-            raise ValueError("no gradient given")
         if result.skip_step or not result.active:
             result.update = torch.zeros(ref.numel(), dtype=ref.dtype, device=ref.device)
         else:
@@ -397,7 +398,7 @@ class GradientWeighting(LossWeighting):
         k = len(names)
         if self.needs_gradients and gram is None:
             raise ValueError(f"{type(self).__name__} combines gradients: give grads or gram")
-        if not (grad_scale > 0 and torch.isfinite(torch.tensor(float(grad_scale)))):
+        if not (float(grad_scale) > 0 and math.isfinite(float(grad_scale))):
             raise ValueError(f"grad_scale must be a positive finite number, got {grad_scale}")
         present_mask = self._present_mask(present)
         loss_vec = self._loss_vector(losses)
