@@ -14,7 +14,7 @@ import torch
 
 from mtlkit import hookimpl, ops
 from mtlkit.errors import ConfigError, DataError
-from mtlkit.models.ssd import SSDHead, multibox_loss, normalised_targets
+from mtlkit.models.ssd import SSDHead, device_targets, multibox_loss, normalised_targets
 from mtlkit.task import PRIMARY, Task
 
 
@@ -124,29 +124,46 @@ class DetectionTask(Task):
 
     def loss(self, prediction: Dict[str, torch.Tensor], batch: Dict[str, Any]) -> torch.Tensor:
         """MultiBox loss (see :func:`mtlkit.models.ssd.multibox_loss`), masked per
-        sample by ``batch["has"]["detection"]`` (all samples when absent)."""
+        sample by ``batch["has"]["detection"]`` (all samples when absent).
+
+        The targets cost one host synchronisation (the label check) when
+        ``match_iou > 0`` (:func:`~mtlkit.models.ssd.device_targets`); with
+        ``match_iou == 0`` degenerate boxes must be dropped, one sync per image."""
         loc, conf, priors = prediction["loc"], prediction["conf"], prediction["priors"]
         mask = self.sample_mask(batch, conf.shape[0])
         image_size = tuple(batch["image"].shape[-2:])
-        self._check_labels(batch["labels"], mask.tolist())
-        boxes, labels = normalised_targets(batch["boxes"], batch["labels"], image_size,
-                                           mask=mask.cpu(), device=priors.device)
-        loc_t, lab_t = ops.ssd_match(boxes, labels, priors.float(), float(self.options["match_iou"]),
-                                     self.variances)
-        out = multibox_loss(loc, conf, loc_t, lab_t, mask=mask.to(conf.device),
+        labels = [torch.as_tensor(l).reshape(-1) for l in batch["labels"]]
+        self._check_labels(labels, mask)
+        match_iou = float(self.options["match_iou"])
+        if match_iou > 0:
+            boxes, labels = device_targets(batch["boxes"], labels, image_size, mask=mask, device=priors.device)
+        else:
+            boxes, labels = normalised_targets(batch["boxes"], labels, image_size, mask=mask.cpu(),
+                                               device=priors.device)
+        loc_t, lab_t = ops.ssd_match(boxes, labels, priors.float(), match_iou, self.variances,
+                                     check_labels=False)  # checked above, the labelled samples only
+        out = multibox_loss(loc, conf, loc_t, lab_t, mask=mask.to(conf.device, non_blocking=True),
                             neg_pos_ratio=float(self.options["neg_pos_ratio"]),
                             min_negatives=int(self.options["min_negatives"]),
                             loc_weight=float(self.options["loc_weight"]))
         self.last_loss_parts = {k: v for k, v in out.items() if k != "loss"}
         return out["loss"]
 
-    def _check_labels(self, labels: Sequence[torch.Tensor], mask: Sequence[bool]) -> None:
-        used = [torch.as_tensor(l).reshape(-1) for l, m in zip(labels, mask) if m]
-        flat = torch.cat(used) if used else torch.zeros(0, dtype=torch.int64)
-        if flat.numel() and (int(flat.min()) < 1 or int(flat.max()) > self.num_classes):
+    def _check_labels(self, labels: Sequence[torch.Tensor], mask: torch.Tensor) -> None:
+        """Labels of the labelled samples (``mask``) in 1..num_classes, else
+        :class:`LabelError`; one host sync (their min and max read together)."""
+        present = [(i, l) for i, l in enumerate(labels) if l.numel()]
+        if not present:
+            return
+        device = present[0][1].device
+        mask = mask.to(device, non_blocking=True)
+        big = torch.iinfo(torch.int64).max
+        flat = torch.cat([l.to(device, torch.int64, non_blocking=True) for _, l in present])
+        used = torch.cat([mask[i].expand(l.numel()) for i, l in present])
+        lo, hi = torch.stack([torch.where(used, flat, big).min(), torch.where(used, flat, -big).max()]).tolist()
+        if lo <= hi and (lo < 1 or hi > self.num_classes):
             raise LabelError(f"detection labels must be in 1..{self.num_classes} (0 is background), "
-                             f"got {int(flat.min())}..{int(flat.max())}: does "
-                             f"model.tasks.{self.name}.num_classes fit the data?")
+                             f"got {lo}..{hi}: does model.tasks.{self.name}.num_classes fit the data?")
 
     # -- evaluation side -----------------------------------------------------
     def postprocess(self, prediction: Dict[str, torch.Tensor],

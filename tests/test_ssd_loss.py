@@ -181,3 +181,48 @@ def test_task_loss_drops_degenerate_boxes_and_checks_labels():
     batch["labels"][1] = torch.tensor([2, 4])
     with pytest.raises(ValueError, match="1..3"):
         task.loss(pred, batch)
+
+
+def test_sync_free_targets_give_the_loss_of_dropping_degenerate_boxes_bit_for_bit():
+    """match_iou > 0: degenerate / NaN GT boxes kept and unlabelled samples
+    zero-labelled (no host sync per image) give exactly the loss and gradients of
+    dropping them (normalised_targets, the match_iou == 0 path)."""
+    from mtlkit.models.ssd import device_targets, normalised_targets
+
+    task = DetectionTask("detection", {"num_classes": 3})
+    boxes = [torch.tensor([[4.0, 5.0, 30.0, 40.0], [10.0, 10.0, 10.0, 30.0], [50.0, 20.0, 40.0, 35.0],
+                           [float("nan"), 1.0, 20.0, 20.0], [40.0, 30.0, 79.0, 59.0]]),
+             torch.tensor([[0.0, 0.0, 0.0, 0.0], [20.0, 15.0, 60.0, 50.0]]),
+             torch.tensor([[5.0, 5.0, 25.0, 25.0]]),
+             torch.zeros(0, 4)]
+    labels = [torch.tensor([1, 2, 3, 1, 2]), torch.tensor([3, 1]), torch.tensor([99]),
+              torch.zeros(0, dtype=torch.int64)]
+    mask = torch.tensor([True, True, False, True])  # sample 2 is unlabelled (and its label out of range)
+    batch = {"image": torch.zeros(4, 3, 60, 80), "boxes": boxes, "labels": labels,
+             "has": {"detection": mask}}
+    g = torch.Generator().manual_seed(5)
+    loc = torch.randn(4, PRIORS.shape[0], 4, generator=g, requires_grad=True)
+    conf = torch.randn(4, PRIORS.shape[0], 4, generator=g, requires_grad=True)
+    new = task.loss({"loc": loc, "conf": conf, "priors": PRIORS}, batch)
+    new.backward()
+    grads = loc.grad.clone(), conf.grad.clone()
+    loc.grad = conf.grad = None
+    nb, nl = normalised_targets(boxes, labels, (60, 80), mask=mask)
+    loc_t, lab_t = ops.ssd_match(nb, nl, PRIORS, 0.5, (0.1, 0.2))
+    old = multibox_loss(loc, conf, loc_t, lab_t, mask=mask)["loss"]
+    old.backward()
+    assert torch.equal(new, old)
+    assert torch.equal(grads[0], loc.grad) and torch.equal(grads[1], conf.grad)
+    db, dl = device_targets(boxes, labels, (60, 80), mask=mask)
+    assert [b.shape[0] for b in db] == [5, 2, 1, 0] and dl[2].tolist() == [0]
+
+
+def test_detection_labels_are_checked_on_labelled_samples_only():
+    task = DetectionTask("detection", {"num_classes": 3})
+    pred = _prediction(2, 3)
+    batch = _batch([True, False])
+    batch["labels"][1] = torch.full_like(batch["labels"][1], 7)  # unlabelled: not checked
+    assert torch.isfinite(task.loss(pred, batch))
+    batch["labels"][0] = torch.tensor([0] + batch["labels"][0].tolist()[1:])
+    with pytest.raises(ValueError, match=r"got 0\.\.\d"):
+        task.loss(pred, batch)

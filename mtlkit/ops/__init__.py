@@ -116,6 +116,7 @@ def ssd_match(
     variances: Sequence[float] = (0.1, 0.2),
     *,
     num_classes: int | None = None,
+    check_labels: bool = True,
     backend: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Match ground truth to priors and encode the regression targets.
@@ -132,8 +133,9 @@ def ssd_match(
     (cy-pcy)/(ph*v0), log(w/pw)/v1, log(h/ph)/v1).
 
     iou_threshold must be in [0, 1]; labels in 1..num_classes (any positive
-    int32 when num_classes is None). On the meta device only the shapes are
-    computed.
+    int32 when num_classes is None), checked unless ``check_labels=False``
+    (the caller checked them: the check reads their range back from the
+    device, a host sync). On the meta device only the shapes are computed.
     """
     if isinstance(gt_boxes, torch.Tensor) or not isinstance(gt_boxes, (list, tuple)):
         raise OpsTypeError(f"gt_boxes: expected a list of (N_i, 4) tensors, got {type(gt_boxes).__name__}")
@@ -154,7 +156,8 @@ def ssd_match(
         C.same_device(priors=priors, **{f"gt_boxes[{i}]": g, f"gt_labels[{i}]": l})
         boxes.append(g.to(priors.dtype))
         labels.append(l.to(torch.int64))
-    C.labels_range("gt_labels", labels, num_classes)
+    if check_labels:
+        C.labels_range("gt_labels", labels, num_classes)
     if priors.device.type == "meta":
         B, P = len(boxes), priors.shape[0]
         return (priors.new_empty((B, P, 4)), torch.empty((B, P), dtype=torch.int64, device="meta"))

@@ -3,7 +3,7 @@
 the shared ops of :mod:`mtlkit.ops`."""
 
 from .head import ExtraLayer, ExtraLayers, SSDHead
-from .loss import multibox_loss, normalised_targets
+from .loss import device_targets, multibox_loss, normalised_targets
 from .priors import PriorCache, make_priors, prior_scales, priors_per_cell
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "ExtraLayers",
     "PriorCache",
     "SSDHead",
+    "device_targets",
     "make_priors",
     "multibox_loss",
     "normalised_targets",

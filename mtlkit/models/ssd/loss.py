@@ -32,6 +32,40 @@ def normalised_targets(boxes: Sequence[torch.Tensor], labels: Sequence[torch.Ten
     return out_boxes, out_labels
 
 
+def device_targets(boxes: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], image_size,
+                   mask: Optional[torch.Tensor] = None, device=None):
+    """Ground truth for ``mtlkit.ops.ssd_match`` without a host synchronisation:
+    pixel xyxy boxes -> [0, 1] by the image size (H, W), float32 on ``device``.
+
+    Unlike :func:`normalised_targets` nothing is dropped (dropping boxes by
+    value is a boolean index, one host sync per image on a GPU):
+
+    * degenerate boxes (zero or negative width/height, NaN) are kept: their IoU
+      with every prior is 0, so for a match threshold > 0 ``ssd_match`` never
+      matches nor forces them and the targets are those of dropping them (the
+      caller keeps :func:`normalised_targets` for a threshold of 0);
+    * samples with ``mask[i] == False`` keep their boxes with labels 0
+      (background: a loss masked by the same ``mask`` ignores them anyway).
+
+    Copies to ``device`` do not wait (``non_blocking``). Returns (list of
+    (N_i, 4) float32, list of (N_i,) int64); labels may hold 0, so call
+    ``ssd_match(..., check_labels=False)`` after checking the labelled ones.
+    """
+    h, w = float(image_size[0]), float(image_size[1])
+    scale = torch.tensor([w, h, w, h], dtype=torch.float32).to(device, non_blocking=True)
+    if mask is not None:
+        mask = torch.as_tensor(mask, dtype=torch.bool).to(device, non_blocking=True)
+    out_boxes, out_labels = [], []
+    for i, (b, l) in enumerate(zip(boxes, labels)):
+        b = torch.as_tensor(b).to(device=device, dtype=torch.float32, non_blocking=True).reshape(-1, 4)
+        l = torch.as_tensor(l).to(device=device, dtype=torch.int64, non_blocking=True).reshape(-1)
+        if mask is not None:
+            l = l * mask[i]
+        out_boxes.append(b / scale)
+        out_labels.append(l)
+    return out_boxes, out_labels
+
+
 def multibox_loss(
     loc: torch.Tensor,
     conf: torch.Tensor,
