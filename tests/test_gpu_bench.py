@@ -55,6 +55,22 @@ def test_sync_count_is_none_without_cuda():
     assert common.count_syncs(lambda: torch.ones(2).sum().item(), torch.device("cpu")) is None
 
 
+def test_sync_census_counts_the_calls_that_would_wait_for_a_gpu():
+    x = torch.arange(6.0)
+
+    def step():
+        bool(x.sum() > 0)  # 1
+        x.max().item()  # 2
+        x[x > 2].sum()  # 3: boolean-mask index
+        x.nonzero()  # 4
+        (x * 2).sum()  # not a sync
+        x[1:3].tolist()  # 5
+
+    census = common.census_syncs(step)
+    assert census["count"] == 5
+    assert all("test_gpu_bench.py" in where for where in census["where"])
+
+
 def test_time_calls_reports_median_of_the_reps():
     calls = []
     stats = common.time_calls(lambda: calls.append(1), torch.device("cpu"), warmup=2, reps=3)
@@ -131,13 +147,14 @@ def test_driver_refuses_unknown_stages_and_bad_budgets(capsys):
 def test_driver_skips_a_stage_without_budget_and_kills_one_past_its_limit(tmp_path, monkeypatch):
     from dataclasses import replace
 
-    limits = dict(profiles.DRY.stage_limits, pytest=3)
-    profile = replace(profiles.DRY, stage_limits=limits, min_stage_seconds=1)
+    # 1 s: the stage's process alone imports torch, then starts pytest, which imports it again
+    limits = dict(profiles.DRY.stage_limits, pytest=1)
+    profile = replace(profiles.DRY, stage_limits=limits, min_stage_seconds=0.5)
     monkeypatch.setitem(profiles.PROFILES, "dry", profile)
     args = bench.parse(["--mode", "dry", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"),
                         "--budget", "100"])
     driver = bench.Driver(args, profile, ["pytest", "train"])
-    driver._stage("pytest")  # pytest -m gpu alone takes longer than 3 s to start
+    driver._stage("pytest")
     driver.deadline = 0  # nothing left for the next stage
     driver._stage("train")
     payload = json.loads((tmp_path / "out" / "results.json").read_text())

@@ -173,5 +173,34 @@ def count_syncs(fn: Callable[[], Any], device: torch.device) -> Optional[Dict[st
     return {"count": sum(where.values()), "where": dict(where.most_common())}
 
 
+#: tensor methods / functions that wait for the device when their input is on a GPU
+_SYNCING = {"__bool__", "__int__", "__float__", "__index__", "item", "tolist", "cpu", "numpy", "nonzero",
+            "masked_select", "argwhere", "unique", "repeat_interleave"}
+
+
+def census_syncs(fn: Callable[[], Any]) -> Dict[str, Any]:
+    """Calls in ``fn()`` that would synchronise the host with a GPU holding the
+    tensors: ``.item()``, ``.tolist()``, ``bool()`` / ``int()`` / ``float()`` of
+    a tensor, ``.cpu()``, ``nonzero``, boolean-mask indexing, ... Counted on any
+    device with a ``TorchFunctionMode`` (so the CPU dry run predicts the GPU
+    count); calls inside C++ ops (NMS's kept count) are not seen. Same shape as
+    :func:`count_syncs`."""
+    from torch.overrides import TorchFunctionMode
+
+    where: collections.Counter = collections.Counter()
+
+    class Census(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            name = getattr(func, "__name__", "")
+            index = args[1] if name == "__getitem__" and len(args) > 1 else None
+            if name in _SYNCING or (isinstance(index, torch.Tensor) and index.dtype in (torch.bool, torch.uint8)):
+                where[_where(traceback.extract_stack()[:-1])] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Census():
+        fn()
+    return {"count": sum(where.values()), "where": dict(where.most_common())}
+
+
 def fmt_seconds(s: float) -> str:
     return f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"

@@ -7,7 +7,8 @@ backward, the config's optimiser (SGD with momentum); no data loading (the
 batches are resident) and no augmentation. Per variant (``bf16_cl``: bf16
 autocast + channels_last; ``fp32``: float32 NCHW, the reference): images/s
 over the timed steps, peak device memory, the host synchronisations of one
-step (``torch.cuda.set_sync_debug_mode``) with where they happen, and the
+step (``torch.cuda.set_sync_debug_mode``; on the CPU too, the calls that
+would synchronise, by :func:`common.census_syncs`) with where they happen, and the
 time of each phase (forward, losses, backward, optimiser) from device events.
 Then the ROCK/SSD time ratio, and rock-pytorch's schedule (30k iterations x
 batch 8 = 240k images; 3.3 h on an RTX 2080 Ti) projected from the step rate
@@ -32,7 +33,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import PeakMemory, Results, count_syncs, time_calls, time_loop  # noqa: E402
+from common import PeakMemory, Results, census_syncs, count_syncs, time_calls, time_loop  # noqa: E402
 from profiles import Profile  # noqa: E402
 from rooms import render_rooms, resident_batches, workers  # noqa: E402
 
@@ -158,6 +159,7 @@ def train_variant(res: Results, name: str, precision: str, batches, profile: Pro
         for i in range(profile.warmup):
             step(i)
         syncs = count_syncs(lambda: step(0), device)
+        census = census_syncs(lambda: step(0))
         with PeakMemory(device) as mem:
             seconds = time_loop(lambda i: step(i, timed=True), device, profile.steps)
         loss = float(last["total"])
@@ -172,15 +174,17 @@ def train_variant(res: Results, name: str, precision: str, batches, profile: Pro
         parts.append(f"peak {mem.gib:.1f} GiB")
     if syncs is not None:
         parts.append(f"{syncs['count']} host syncs/step")
+    parts.append(f"{census['count']} sync calls/step by census")
     res.add(item, ", ".join(parts), f"{profile.steps} timed steps after {profile.warmup}; loss {loss:.3g}",
             ok=math.isfinite(loss), images_per_s=ips, seconds_per_step=seconds / profile.steps,
-            peak_gib=mem.gib, syncs=syncs, phases=phases, loss=loss)
+            peak_gib=mem.gib, syncs=syncs, census=census, phases=phases, loss=loss)
     if phases:
         res.add(f"{item} phases", ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in phases.items()),
                 "median per step, device events", None, **phases)
-    if syncs and syncs["count"]:
-        res.add(f"{item} sync sites", "; ".join(f"{k} x{v}" for k, v in syncs["where"].items()),
-                "innermost mtlkit frame of each sync", None)
+    sites = syncs if syncs and syncs["count"] else census
+    if sites["count"]:
+        res.add(f"{item} sync sites", "; ".join(f"{k} x{v}" for k, v in sites["where"].items()),
+                "innermost mtlkit frame of each " + ("sync" if sites is syncs else "call (census)"), None)
     return ips
 
 
