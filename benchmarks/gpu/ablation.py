@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -37,7 +38,6 @@ def overrides(profile: Profile) -> list:
            f"train.schedule={{name: cosine, warmup_iters: {max(1, profile.ablation_iters // 10)}}}",
            "train.amp=true", "train.amp_dtype=bfloat16", "train.channels_last=true",
            f"train.log_every={max(1, profile.ablation_iters // 5)}", f"train.device={profile.device}"]
-    # the scene head only where the row has the scene task (ssd has none)
     return out
 
 
@@ -54,13 +54,22 @@ def run(res: Results, profile: Profile, work_dir: str, limit: float) -> None:
     out_dir = os.path.join(work_dir, "ablation")
     cmd = command(profile, out_dir)
     start = time.time()
-    proc = subprocess.run(cmd, cwd=ROOT, timeout=max(1.0, limit), capture_output=True, text=True)
+    # its own process group: the runs it starts are stopped with it at the limit
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=max(1.0, limit))
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        log, _ = proc.communicate()
+        print((log or "")[-4000:], flush=True)
+        res.add("ablation", f"timed out after {time.time() - start:.0f} s", f"limit {limit:.0f} s", False)
+        return
     wall = time.time() - start
-    log = (proc.stdout or "") + (proc.stderr or "")
-    print(log[-4000:], flush=True)
+    print((log or "")[-4000:], flush=True)
     if proc.returncode != 0:
-        res.add("ablation", f"failed (exit {proc.returncode}) after {wall:.0f} s: "
-                f"{log.strip().splitlines()[-1] if log.strip() else ''}", ok=False, wall_s=wall)
+        last = log.strip().splitlines()[-1] if (log or "").strip() else ""
+        res.add("ablation", f"failed (exit {proc.returncode}) after {wall:.0f} s: {last}", ok=False, wall_s=wall)
         return
     with open(os.path.join(out_dir, "ablation.json"), encoding="utf-8") as handle:
         table = json.load(handle)

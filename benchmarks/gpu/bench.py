@@ -188,9 +188,11 @@ class Driver:
         self.rows: List[Dict[str, Any]] = []
         self.timings: Dict[str, Dict[str, Any]] = {}
         self.started = time.time()
-        self.deadline = self.started + (args.budget if args.budget is not None else profile.budget)
-        if "ablation" in stages and args.budget is None:
-            self.deadline += profile.stage_limits["ablation"]
+        budget = args.budget if args.budget is not None else profile.budget + (
+            profile.stage_limits["ablation"] if "ablation" in stages else 0)
+        if args.cap is not None:
+            budget = min(budget, args.cap)
+        self.deadline = self.started + budget
         self.child: Optional[subprocess.Popen] = None
 
     def run(self) -> int:
@@ -292,6 +294,9 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--ablation", action="store_true", help="also run the ablation stage (minutes)")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds for every stage together (default: the mode's)")
+    parser.add_argument("--cap", type=float, default=None,
+                        help="at most this many seconds for the stages, whatever the budget (run.sh: what "
+                             "is left of the command's total after the build)")
     parser.add_argument("--out", default=os.environ.get("OUT") or os.path.join(ROOT, "runs", "gpu"),
                         help="where results.json and table.md go (default: $OUT, else runs/gpu)")
     parser.add_argument("--work", default=os.environ.get("MTLKIT_GPU_WORK") or "/tmp/mtlkit-gpu",

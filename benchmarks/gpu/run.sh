@@ -3,14 +3,18 @@
 # machine, build mtlkit._C against the torch found there, then run every stage
 # of benchmarks/gpu/bench.py and print one table.
 #
-#   bash benchmarks/gpu/run.sh [--quick | --dry-run] [--ablation] [--stages a,b] [--budget S] [--no-build]
+#   bash benchmarks/gpu/run.sh [--quick | --dry-run] [--ablation] [--stages a,b] [--budget S]
+#                              [--total S] [--no-build]
 #
-#   (default)   the issue's sizes on one H200: about 6 minutes, the build included
-#   --quick     a cheaper second try (fewer steps and repetitions): about 4 minutes
+#   (default)   the issue's sizes on one H200: about 5 minutes, the build included
+#   --quick     a cheaper second try (fewer steps and repetitions): about 3-4 minutes
 #   --dry-run   the same code on the CPU with tiny sizes, no build (CI; also MTLKIT_GPU_DRY=1)
-#   --ablation  add the short ResNet-50 ablation (about 5 more minutes)
+#   --ablation  add the short ResNet-50 ablation (about 5 more minutes: better alone,
+#               --stages ablation, in a call of its own)
 #   --stages    only these stages: env,pytest,ops_exact,ops_speed,train,infer,ablation
-#   --budget S  seconds for the stages together (the build is not counted)
+#   --budget S  seconds for the stages together (default: the mode's, 420 / 240)
+#   --total S   the whole command ends within S seconds, the build included: the stages
+#               get what the build left (default 540 full, 330 quick; 0: no cap)
 #   --no-build  use the mtlkit already installed
 #
 # Environment: OUT (results.json, table.md, run.log, build.log; default
@@ -23,8 +27,10 @@ set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 2
 ROOT=$(pwd)
 PY=${PYTHON:-python3}
+T0=$(date +%s)
 MODE=full
 BUILD=1
+TOTAL=
 ARGS=()
 [ "${MTLKIT_GPU_DRY:-0}" != 0 ] && MODE=dry
 while [ $# -gt 0 ]; do
@@ -37,7 +43,11 @@ while [ $# -gt 0 ]; do
       [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 2; }
       ARGS+=("$1" "$2"); shift ;;
     --stages=*|--budget=*) ARGS+=("$1") ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    --total)
+      [ $# -ge 2 ] || { echo "run.sh: --total needs a value" >&2; exit 2; }
+      TOTAL=$2; shift ;;
+    --total=*) TOTAL=${1#--total=} ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -84,4 +94,10 @@ if [ "$MODE" != dry ] && [ "$BUILD" = 1 ]; then
 fi
 
 $PY -c "import mtlkit" || { echo "run.sh: mtlkit does not import with $PY (install it, or drop --no-build)"; exit 2; }
+case "$MODE" in full) TOTAL=${TOTAL:-540} ;; quick) TOTAL=${TOTAL:-330} ;; *) TOTAL=${TOTAL:-0} ;; esac
+[[ "$TOTAL" =~ ^[0-9]+$ ]] || { echo "run.sh: --total must be a whole number of seconds, got '$TOTAL'" >&2; exit 2; }
+if [ "$TOTAL" -gt 0 ]; then
+  # what the build left of the whole command's time, less 15 s to print and save
+  ARGS+=(--cap "$(( TOTAL - ($(date +%s) - T0) - 15 ))")
+fi
 $PY benchmarks/gpu/bench.py --mode "$MODE" --out "$OUT" --work "$WORK" "${ARGS[@]}"
