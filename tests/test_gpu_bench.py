@@ -165,6 +165,16 @@ def test_driver_skips_a_stage_without_budget_and_kills_one_past_its_limit(tmp_pa
     assert (tmp_path / "out" / "table.md").read_text().count("| pytest |") == 1
 
 
+def test_run_sh_refuses_bad_arguments(tmp_path):
+    env = dict(os.environ, OUT=str(tmp_path / "out"), MTLKIT_GPU_WORK=str(tmp_path / "work"),
+               PYTHON=sys.executable)
+    script = os.path.join(GPU_DIR, "run.sh")
+    for args, message in ((["--bogus"], "unknown argument '--bogus'"), (["--stages"], "--stages needs a value"),
+                          (["--dry-run", "--total", "soon"], "--total must be a whole number")):
+        proc = subprocess.run(["bash", script, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and message in proc.stdout + proc.stderr, (args, proc.stdout, proc.stderr)
+
+
 def _run_script(tmp_path, *args):
     env = dict(os.environ, OUT=str(tmp_path / "out"), MTLKIT_GPU_WORK=str(tmp_path / "work"),
                PYTHON=sys.executable)
