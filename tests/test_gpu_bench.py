@@ -185,6 +185,7 @@ def _run_script(tmp_path, *args):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(ops.backend() != "native", reason="the check compares the native ops (MTLKIT_OPS=torch)")
 def test_dry_run_of_the_whole_script(tmp_path):
     """Every stage of the default run, on the CPU with tiny sizes: all rows pass."""
     proc, payload = _run_script(tmp_path)
