@@ -155,17 +155,13 @@ def train_variant(res: Results, name: str, precision: str, batches, profile: Pro
             timer.mark()
         last["total"] = total.detach()
 
-    try:
-        for i in range(profile.warmup):
-            step(i)
-        syncs = count_syncs(lambda: step(0), device)
-        census = census_syncs(lambda: step(0))
-        with PeakMemory(device) as mem:
-            seconds = time_loop(lambda i: step(i, timed=True), device, profile.steps)
-        loss = float(last["total"])
-    finally:
-        del model, optimizer
-        _free(device)
+    for i in range(profile.warmup):
+        step(i)
+    syncs = count_syncs(lambda: step(0), device)
+    census = census_syncs(lambda: step(0))
+    with PeakMemory(device) as mem:
+        seconds = time_loop(lambda i: step(i, timed=True), device, profile.steps)
+    loss = float(last["total"])
     images = profile.steps * profile.batch
     ips = images / seconds
     phases = timer.medians()
@@ -204,7 +200,7 @@ def run_train(res: Results, profile: Profile) -> None:
                     rates.setdefault(precision, {})[name] = ips
             except Exception as exc:  # noqa: BLE001
                 res.error(f"train {name} {precision}", exc)
-                _free(device)
+            _free(device)  # the variant's model and optimiser went with its frame
     for precision, r in rates.items():
         if "ssd" in r and "rock" in r:
             ratio = r["ssd"] / r["rock"]
@@ -219,52 +215,60 @@ def run_train(res: Results, profile: Profile) -> None:
                 ok=(best >= TARGET_IPS) if device.type == "cuda" else None, minutes=minutes, images_per_s=best)
 
 
+def infer_model(res: Results, name: str, precision: str, images: torch.Tensor, profile: Profile
+                ) -> Dict[tuple, float]:
+    """Rows of one (config, precision) at each batch size; returns
+    {(precision, name, batch): seconds per call with post-processing}."""
+    from mtlkit.engine.precision import autocast, to_memory_format
+
+    device = torch.device(profile.device)
+    amp, channels_last = precision_settings(precision, device)
+    model = build(load(name, profile), device, channels_last).eval()
+    task = model.tasks[model.primary]
+    size = tuple(images.shape[-2:])
+    times = {}
+    for b in profile.infer_batches:
+        x = to_memory_format(images[:b].contiguous(), channels_last)
+
+        def forward():
+            with torch.no_grad(), autocast(device, amp):
+                return model(x)
+
+        def detect():
+            with torch.no_grad(), autocast(device, amp):
+                out = model(x)
+            return task.postprocess(out[model.primary], size)
+
+        fwd = time_calls(forward, device, 3 if device.type == "cuda" else 1, profile.infer_reps)
+        det = time_calls(detect, device, 2 if device.type == "cuda" else 0, profile.infer_reps)
+        syncs = count_syncs(detect, device)
+        times[(precision, name, b)] = det["median"]
+        ref = ROCK_PYTORCH["infer_ips"][name]
+        res.add(f"infer {name} {precision} batch {b}",
+                f"{b / fwd['median']:.1f} img/s forward, {b / det['median']:.1f} img/s with "
+                f"post-processing" + (f", {syncs['count']} syncs" if syncs else ""),
+                f"rock-pytorch {name.upper()} {ref} img/s (RTX 2080 Ti)", None,
+                forward_s=fwd["median"], detect_s=det["median"], batch=b, syncs=syncs)
+    return times
+
+
 def run_infer(res: Results, profile: Profile) -> None:
     device = torch.device(profile.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    from mtlkit.engine.precision import autocast, to_memory_format
-
     samples_needed = max(profile.infer_batches)
     batches = shared_batches(profile, res)
     images = torch.cat([b["image"] for b in batches])
     while images.shape[0] < samples_needed:
         images = torch.cat([images, images])
-    size = tuple(images.shape[-2:])
     times: Dict[tuple, float] = {}
     for precision in profile.precisions:
-        amp, channels_last = precision_settings(precision, device)
         for name in ("ssd", "rock"):
             try:
-                model = build(load(name, profile), device, channels_last).eval()
-                task = model.tasks[model.primary]
-                for b in profile.infer_batches:
-                    x = to_memory_format(images[:b].contiguous(), channels_last)
-
-                    def forward():
-                        with torch.no_grad(), autocast(device, amp):
-                            return model(x)
-
-                    def detect():
-                        with torch.no_grad(), autocast(device, amp):
-                            out = model(x)
-                        return task.postprocess(out[model.primary], size)
-
-                    fwd = time_calls(forward, device, 3 if device.type == "cuda" else 1, profile.infer_reps)
-                    det = time_calls(detect, device, 2 if device.type == "cuda" else 0, profile.infer_reps)
-                    syncs = count_syncs(detect, device)
-                    times[(precision, name, b)] = det["median"]
-                    ref = ROCK_PYTORCH["infer_ips"][name]
-                    res.add(f"infer {name} {precision} batch {b}",
-                            f"{b / fwd['median']:.1f} img/s forward, {b / det['median']:.1f} img/s with "
-                            f"post-processing" + (f", {syncs['count']} syncs" if syncs else ""),
-                            f"rock-pytorch {name.upper()} {ref} img/s (RTX 2080 Ti)", None,
-                            forward_s=fwd["median"], detect_s=det["median"], batch=b, syncs=syncs)
-                del model
-                _free(device)
+                times.update(infer_model(res, name, precision, images, profile))
             except Exception as exc:  # noqa: BLE001
                 res.error(f"infer {name} {precision}", exc)
-                _free(device)
+            _free(device)
     for precision in profile.precisions:
         for b in profile.infer_batches:
             if (precision, "ssd", b) in times and (precision, "rock", b) in times:
