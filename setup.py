@@ -108,7 +108,7 @@ setup(
     # Bounds are claims: a lower bound only where the suite passed on it, an
     # upper bound only where a newer release is known to break (none is).
     install_requires=[
-        "torch>=2.13",  # the suite: 2.13.0 (CPU build); older releases never ran it
+        "torch>=2.13",  # the suite: 2.13.0 (CPU build) and 2.14.1 (CUDA build, on the CPU)
         "numpy",
         "pluggy>=1.3",  # the suite: 1.3.0 (with pytest 8.0.2) and 1.7.0
         "pyyaml",
