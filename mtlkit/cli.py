@@ -3,7 +3,8 @@
 Each command lives in its own module of :mod:`mtlkit.commands` exposing
 ``add_arguments(parser)`` and ``main(args) -> int``; this file only wires them together and turns errors a
 user can cause (:class:`mtlkit.errors.MtlkitError`) into one line on stderr
-and exit status 2. ``--debug`` shows the traceback instead.
+and exit status 2 (:func:`mtlkit.errors.run_guarded`). ``--debug`` shows the
+traceback instead.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import traceback
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 from mtlkit import __version__
-from mtlkit.errors import MtlkitError
+from mtlkit.errors import MtlkitError, run_guarded  # noqa: F401 - run_guarded is also imported from here
 
 #: command -> (module, one-line help)
 COMMANDS = {
@@ -95,37 +95,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(args._module.main(args) or 0)
 
     return run_guarded(command, debug="--debug" in argv)
-
-
-def run_guarded(command: Callable[[], int], debug: bool = False) -> int:
-    """Run ``command`` and turn what it raises into one line on stderr and an
-    exit status: 2 for a user's error (:class:`MtlkitError`, a path that
-    cannot be read or written), 130 for Ctrl-C, 1 for a bug. ``debug`` adds
-    the traceback."""
-    try:
-        return int(command() or 0)
-    except MtlkitError as exc:
-        if debug:
-            traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        # The environment, not a bug: a path that cannot be read or written
-        # (permissions, a file where a folder is expected, a full disk).
-        if debug:
-            traceback.print_exc()
-        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f)
-        print(f"error: {where + ': ' if where else ''}{exc.strerror or exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - a bug: one line, traceback with --debug
-        if debug:
-            traceback.print_exc()
-        print(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback; "
-              "please report it)", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":

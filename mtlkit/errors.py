@@ -1,4 +1,12 @@
-"""Errors a user can cause. The CLI prints them as one line, without a traceback."""
+"""Errors a user can cause, and :func:`run_guarded`, which turns them into one
+line on stderr and an exit status (the CLI's and every worker process's
+entry point use it, so a user's error is never a traceback)."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Callable
 
 
 class MtlkitError(Exception):
@@ -11,3 +19,34 @@ class ConfigError(MtlkitError):
 
 class DataError(MtlkitError):
     """Invalid or missing data files: the message names the file and what was expected."""
+
+
+def run_guarded(command: Callable[[], int], debug: bool = False) -> int:
+    """Run ``command`` and turn what it raises into one line on stderr and an
+    exit status: 2 for a user's error (:class:`MtlkitError`, a path that
+    cannot be read or written), 130 for Ctrl-C, 1 for a bug. ``debug`` adds
+    the traceback."""
+    try:
+        return int(command() or 0)
+    except MtlkitError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # The environment, not a bug: a path that cannot be read or written
+        # (permissions, a file where a folder is expected, a full disk).
+        if debug:
+            traceback.print_exc()
+        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f)
+        print(f"error: {where + ': ' if where else ''}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, traceback with --debug
+        if debug:
+            traceback.print_exc()
+        print(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback; "
+              "please report it)", file=sys.stderr)
+        return 1

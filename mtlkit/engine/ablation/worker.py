@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any, Dict, Optional
 
-from mtlkit.errors import MtlkitError
+from mtlkit.errors import MtlkitError, run_guarded
 from mtlkit.utils.io import atomic_write
 
 from .plan import task_classes
@@ -95,6 +95,4 @@ def work(run_dir: str) -> int:
 
 
 if __name__ == "__main__":
-    from mtlkit.cli import run_guarded
-
     raise SystemExit(run_guarded(lambda: work(sys.argv[1])))
