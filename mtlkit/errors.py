@@ -21,6 +21,15 @@ class DataError(MtlkitError):
     """Invalid or missing data files: the message names the file and what was expected."""
 
 
+class TrainingDiverged(MtlkitError):
+    """A task's loss became NaN or infinite (the message names the task), or
+    the weights did although the loss was finite; nothing bad is saved."""
+
+
+class RunExists(MtlkitError):
+    """The output folder already holds a run and ``resume`` was not asked."""
+
+
 def run_guarded(command: Callable[[], int], debug: bool = False) -> int:
     """Run ``command`` and turn what it raises into one line on stderr and an
     exit status: 2 for a user's error (:class:`MtlkitError`, a path that

@@ -22,9 +22,10 @@ leaves either the previous checkpoint or the new one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -60,6 +61,17 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     cuda = state.get("cuda") or []
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
+
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run a block without changing the global RNG states (evaluation during
+    training: what training draws next stays the same)."""
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
 
 
 def save_checkpoint(state: Mapping[str, Any], path: str) -> None:

@@ -4,10 +4,11 @@ when installed, and a tqdm progress bar. Only rank 0 writes."""
 from __future__ import annotations
 
 import json
-import math
 import os
+import sys
 from typing import Any, Dict, Mapping, Optional
 
+from mtlkit.engine import dist
 from mtlkit.utils.io import atomic_write, plain
 
 
@@ -97,6 +98,17 @@ def progress_bar(total: int, initial: int, enabled: bool):
 
     return tqdm(total=total, initial=initial, dynamic_ncols=True, unit="it", desc="train",
                 mininterval=0.5)
+
+
+def note(message: str, bar: Any = None) -> None:
+    """``mtlkit: message`` on stderr, on rank 0 only; through ``bar`` (a tqdm
+    bar) when one is shown, so that the bar is redrawn below the line."""
+    if not dist.is_main():
+        return
+    if bar is not None:
+        bar.write(f"mtlkit: {message}", file=sys.stderr)
+    else:
+        print(f"mtlkit: {message}", file=sys.stderr, flush=True)
 
 
 def fmt(value: Optional[float]) -> str:

@@ -1,7 +1,9 @@
 """What the trainer and the evaluator both need, in one place.
 
-* config: :func:`load_run_config` (read + validate), :func:`resolve_config`
-  (complete ``train`` / ``eval`` sections), :func:`with_defaults`;
+* config: :func:`run_config` (read + override + validate + resolve, once),
+  :func:`flag_overrides` (command-line flags as overrides), :func:`load_run_config`
+  (read + validate), :func:`resolve_config` (complete ``train`` / ``eval``
+  sections), :func:`with_defaults`;
 * process: :func:`apply_num_threads`, :func:`select_device`,
   :func:`device_session` (device + torch.distributed group from the
   environment), :func:`seed_everything`;
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime
+import json
 import os
 import random
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
@@ -49,6 +52,22 @@ def load_run_config(cfg: ConfigSource, overrides: List[str] = ()) -> Dict[str, A
     from mtlkit.config import load_config
 
     return load_config(cfg, list(overrides))
+
+
+def run_config(cfg: ConfigSource, overrides: List[str] = ()) -> Dict[str, Any]:
+    """The one resolved config of a run: ``cfg`` (a path or a dict) with
+    ``overrides`` applied, validated, and its ``train`` / ``eval`` sections
+    completed (:func:`resolve_config`). Command-line flags are overrides
+    too (:func:`flag_overrides`), so every value is checked by the same pass."""
+    return resolve_config(load_run_config(cfg, overrides))
+
+
+def flag_overrides(section: str, **values: Any) -> List[str]:
+    """``section.key=value`` overrides of the values that are not None, the
+    value written as JSON (which YAML reads back as the same value):
+    ``flag_overrides("train", iters=5, seed=None)`` -> ``["train.iters=5"]``."""
+    return [f"{section}.{key}={json.dumps(value.item() if hasattr(value, 'item') else value)}"
+            for key, value in values.items() if value is not None]
 
 
 def resolve_config(cfg: Mapping[str, Any]) -> Dict[str, Any]:

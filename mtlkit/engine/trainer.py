@@ -1,34 +1,37 @@
-"""The training loop: iteration-based, DDP-aware, exactly resumable.
+"""The training loop: iteration-based, DDP-aware, exactly resumable, with hooks.
 
-One iteration = ``train.accumulate`` batches of ``data.batch_size`` images
-per process, one optimiser step. Around it: the lr schedule (a function of
-the iteration), AMP on CUDA, gradient clipping, EMA, a NaN/inf guard naming
-the diverging task, periodic evaluation on the validation split, atomic
-checkpoints (``OUT/last.pt``) and SIGINT/SIGTERM handling (save, then stop).
+One iteration = one call of the step (:class:`mtlkit.engine.step.TrainStep`:
+``train.accumulate`` batches of ``data.batch_size`` images per process, one
+optimiser step). The :class:`Trainer` builds the run into a
+:class:`~mtlkit.engine.state.RunState` (model, optimiser, lr schedule, AMP
+scaler, EMA, data stream, logger), restores it from ``OUT/last.pt``, then runs
+the loop, calling its hooks (:mod:`mtlkit.engine.hooks`) around every
+iteration: logging, periodic evaluation and checkpoints, the EMA, the loss
+weighting's callbacks and SIGINT/SIGTERM handling (save, then stop) are hooks.
+The trainer itself keeps the invariants every run relies on: a run ends with
+a checkpoint, a stopped run saves before it stops, nothing non-finite is
+saved.
 
 Exact resume: data order is a pure function of (seed, epoch), augmentation of
 (seed, epoch, index), the lr of the iteration, and the checkpoint holds every
-state (model, optimiser, scaler, EMA, all RNGs, data position), so on CPU a
-run killed at any moment and resumed ends with the same weights, bit for bit,
-as an uninterrupted one. Evaluation runs with the RNG states saved and
-restored, so evaluating does not change what training does.
+state (model, optimiser, scaler, EMA, all RNGs, data position, the step's and
+the hooks' own state), so on CPU a run killed at any moment and resumed ends
+with the same weights, bit for bit, as an uninterrupted one. Evaluation runs
+with the RNG states saved and restored, so evaluating does not change what
+training does.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import math
 import os
-import signal
-import sys
-import threading
-import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+import yaml
 from torch import nn
 
+from mtlkit import __version__
+from mtlkit.config import save_config
 from mtlkit.engine import dist
 from mtlkit.engine.checkpoint import (
     check_finite_state,
@@ -37,234 +40,184 @@ from mtlkit.engine.checkpoint import (
     load_model_state,
     non_finite,
     rng_state,
-    save_checkpoint,
+    save_checkpoint as write_checkpoint,
     set_rng_state,
 )
 from mtlkit.engine.checks import check_classes, check_resume_config
 from mtlkit.engine.data import ShardedBatches, TrainStream
 from mtlkit.engine.ema import ModelEMA
-from mtlkit.engine.evaluator import evaluate_model, write_eval_outputs
-from mtlkit.engine.precision import amp_dtype_for, autocast, to_memory_format
-from mtlkit.engine.logger import RunLogger, fmt, progress_bar
+from mtlkit.engine.hooks import (
+    EMAUpdate,
+    EvalHook,
+    HookBase,
+    PeriodicCheckpoint,
+    StopOnSignal,
+    TrainingCurves,
+    TrainLog,
+    WeightingCallbacks,
+)
+from mtlkit.engine.logger import RunLogger, note
 from mtlkit.engine.optim import LRSchedule, build_optimizer
+from mtlkit.engine.precision import amp_dtype_for
 from mtlkit.engine.runtime import (  # noqa: F401 - resolve_config & co. are also imported from here
-    apply_num_threads,
     dataset_attr,
     default_out_dir,
     device_session,
-    eval_loader_settings,
-    load_run_config,
-    move_to,
+    flag_overrides,
     resolve_config,
+    run_config,
     seed_everything,
-    select_device,
     with_defaults,
 )
-from mtlkit.errors import ConfigError, MtlkitError
+from mtlkit.engine.state import FAILED, FINISHED, RUNNING, STOPPED, RunState
+from mtlkit.engine.step import TrainStep
+from mtlkit.errors import RunExists, TrainingDiverged  # noqa: F401 - also imported from here
 from mtlkit.utils.io import check_out_dir, make_out_dir, plain
 
 CHECKPOINT_NAME = "last.pt"
 
 
-class TrainingDiverged(MtlkitError):
-    """A task's loss became NaN or infinite; the message names the task."""
-
-
-class RunExists(MtlkitError):
-    """The output folder already holds a run and ``resume`` was not asked."""
-
-
-def weighting_hook(core: nn.Module, hook: str, *args: Any) -> None:
-    """Call an optional hook of the model's loss weighting
-    (:class:`mtlkit.weighting.LossWeighting`); models whose weighting is a
-    plain callable have none."""
-    method = getattr(getattr(core, "weighting", None), hook, None)
-    if callable(method):
-        method(*args)
-
-
-@contextlib.contextmanager
-def preserved_rng():
-    """Run a block without changing the global RNG states."""
-    state = rng_state()
-    try:
-        yield
-    finally:
-        set_rng_state(state)
-
-
-class _StopRequest:
-    """SIGINT / SIGTERM set a flag the loop checks after each iteration; a
-    second SIGINT interrupts at once."""
-
-    def __init__(self) -> None:
-        self.requested: Optional[str] = None
-        self._previous: Dict[int, Any] = {}
-
-    def _handler(self, signum, frame) -> None:  # noqa: ANN001
-        if self.requested is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
-
-    def __enter__(self) -> "_StopRequest":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-# ----------------------------------------------------------------------------
-# the trainer
-# ----------------------------------------------------------------------------
 class Trainer:
-    """Trains the model of a config; :meth:`run` returns the final metrics.
+    """Trains a model on a resolved config; :meth:`run` returns the final metrics.
 
-    :param cfg: a validated config dict (see :func:`mtlkit.engine.train`).
+    :param cfg: the resolved config (:func:`mtlkit.engine.runtime.run_config`;
+        :func:`train` makes it from a path or dict and the overrides).
     :param out_dir: the run directory.
-    :param model: a prebuilt ``MultiTaskModel`` (default ``mtlkit.build_model(cfg)``).
+    :param resume: continue from ``out_dir/last.pt``.
+    :param model: a prebuilt model (default :meth:`build_model`: ``mtlkit.build_model(cfg)``).
     :param train_dataset, val_dataset: prebuilt datasets (default from
         ``data.train`` / ``data.<eval.split>`` with their transforms).
     :param collate_fn: default :func:`mtlkit.data.collate`.
+    :param step: what one iteration does (default :class:`~mtlkit.engine.step.TrainStep`,
+        the supervised multi-task step).
+    :param hooks: hooks run after the default ones (:meth:`default_hooks`).
+
+    A subclass may replace :meth:`build_model`, :meth:`build_datasets` and
+    :meth:`default_hooks`. While it runs, :attr:`state` is the
+    :class:`~mtlkit.engine.state.RunState` and :attr:`hooks` the hooks in
+    call order.
     """
 
     def __init__(self, cfg: Mapping[str, Any], out_dir: str, *, resume: bool = False,
                  model: Optional[nn.Module] = None, train_dataset: Any = None,
-                 val_dataset: Any = None, collate_fn: Optional[Callable] = None):
-        self.cfg = resolve_config(cfg)
-        self.tc = self.cfg["train"]
+                 val_dataset: Any = None, collate_fn: Optional[Callable] = None,
+                 step: Optional[TrainStep] = None, hooks: Sequence[HookBase] = ()):
+        self.cfg = cfg
+        self.tc = cfg["train"]
         self.out_dir = os.fspath(out_dir)
         self.resume = resume
+        self.checkpoint_path = os.path.join(self.out_dir, CHECKPOINT_NAME)
+        self.step = step if step is not None else TrainStep()
+        self.hooks: List[HookBase] = []
+        self.state: Optional[RunState] = None
         self._model, self._train_dataset, self._val_dataset = model, train_dataset, val_dataset
         self._collate = collate_fn
-        self.checkpoint_path = os.path.join(self.out_dir, CHECKPOINT_NAME)
-        self.last_eval: Dict[str, Dict[str, float]] = {}
-        self.last_eval_iter = -1
-        self.last_saved_iter = -1
-        self._ctx: Dict[str, Any] = {}  # what the run holds (filled by _setup and _open)
-        self._bar = None
+        self._extra_hooks = list(hooks)
 
-    # -- building ------------------------------------------------------------
-    def _collate_fn(self) -> Callable:
-        if self._collate is None:
-            from mtlkit.data import collate
-
-            self._collate = collate
-        return self._collate
-
-    def _datasets(self) -> None:
-        data = self.cfg.get("data") or {}
-        split = self.cfg["eval"]["split"]
-        if self._train_dataset is None:
-            from mtlkit.data import build_split
-
-            self._train_dataset = build_split(data, "train", train=True, seed=int(self.tc["seed"]),
-                                              validated=True)
-        if self._val_dataset is None and data.get(split) is not None:
-            from mtlkit.data import build_split
-
-            self._val_dataset = build_split(data, split, train=False, seed=int(self.tc["seed"]),
-                                            validated=True)
-
-    def _build_model(self) -> nn.Module:
+    # -- what a subclass may replace ----------------------------------------------------
+    def build_model(self) -> nn.Module:
+        """The model to train (the one given to the constructor, else the config's)."""
         if self._model is not None:
             return self._model
-        from mtlkit import build_model
+        from mtlkit import build_model  # the model composer imports the engine's schema
 
         return build_model(self.cfg, validated=True)  # validated when the config was loaded
 
-    def _amp(self, device: torch.device) -> Optional[torch.dtype]:
-        return amp_dtype_for(self.tc, device, self._note)
+    def build_datasets(self) -> Tuple[Any, Any]:
+        """(training set, validation set or None): the ones given to the
+        constructor, else ``data.train`` and ``data.<eval.split>``."""
+        data = self.cfg.get("data") or {}
+        split, seed = self.cfg["eval"]["split"], int(self.tc["seed"])
+        train_set, val_set = self._train_dataset, self._val_dataset
+        if train_set is None or (val_set is None and data.get(split) is not None):
+            from mtlkit.data import build_split  # the data package imports its plugins' code
 
-    def _note(self, message: str) -> None:
-        if not dist.is_main():
-            return
-        bar = self._bar
-        if bar is not None:
-            bar.write(f"mtlkit: {message}", file=sys.stderr)
-        else:
-            print(f"mtlkit: {message}", file=sys.stderr, flush=True)
+            if train_set is None:
+                train_set = build_split(data, "train", train=True, seed=seed, validated=True)
+            if val_set is None and data.get(split) is not None:
+                val_set = build_split(data, split, train=False, seed=seed, validated=True)
+        return train_set, val_set
 
-    # -- running ---------------------------------------------------------------
+    def default_hooks(self) -> List[HookBase]:
+        """The hooks of every run, in call order (see :mod:`mtlkit.engine.hooks`)."""
+        tc = self.tc
+        hooks: List[HookBase] = [StopOnSignal()]
+        if tc["ema"]["enabled"]:
+            hooks.append(EMAUpdate())
+        hooks += [WeightingCallbacks(), TrainLog(tc["log_every"], bool(tc["progress"])),
+                  EvalHook(tc["eval_every"], bool(tc["eval_at_end"])),
+                  PeriodicCheckpoint(tc["checkpoint_every"])]
+        if tc["plots"]:
+            hooks.append(TrainingCurves())
+        return hooks
+
+    def register_hooks(self, hooks: Sequence[HookBase]) -> None:
+        """Append ``hooks`` (each gets ``hook.trainer = self``)."""
+        for hook in hooks:
+            hook.trainer = self
+            self.hooks.append(hook)
+
+    # -- running -------------------------------------------------------------------------
     def run(self) -> Dict[str, Dict[str, float]]:
         """Train to ``train.iters``; returns the last evaluation's metrics
         (task -> metric -> value; empty without a validation split)."""
         with device_session(self.tc) as device:
-            return self._run(device)
+            ckpt = self._build(device)
+            self.register_hooks(self.default_hooks() + self._extra_hooks)
+            epoch, batch = self._restore(ckpt)
+            self._open(epoch, batch)
+            return self._loop()
 
-    def _run(self, device: torch.device) -> Dict[str, Dict[str, float]]:
-        """Setup, restore, the iterations (:meth:`_step`, then logging,
-        evaluation and checkpoints), the final evaluation."""
-        ckpt = self._setup(device)
-        start_iter, epoch, batch_pos = self._restore(ckpt)
-        self._open(epoch, batch_pos, start_iter)
-        c, tc, iters = self._ctx, self.tc, int(self.tc["iters"])
-        stream, logger, schedule = c["stream"], c["logger"], c["schedule"]
-        state = _Window()
-        stopped: Optional[str] = None
+    def _call(self, point: str) -> None:
+        for hook in self.hooks:
+            getattr(hook, point)()
+
+    def _loop(self) -> Dict[str, Dict[str, float]]:
+        """The iterations between the hooks; the final checkpoint; after_train."""
+        state = self.state
         try:
-            with _StopRequest() as stop:
-                c["model"].train()
-                epoch_seen = stream.state()["epoch"]
-                for it in range(start_iter, iters):
-                    lr = schedule.step(it)
-                    t0 = time.perf_counter()
-                    task_losses, total, weights, stop_flag = self._step(it, stop)
-                    done = it + 1
-                    weighting_hook(c["core"], "on_iteration_end", done)
-                    if stream.state()["epoch"] != epoch_seen:
-                        weighting_hook(c["core"], "on_epoch_end", epoch_seen)
-                        epoch_seen = stream.state()["epoch"]
-
-                    state.add(task_losses, total, c["batch_size"] * c["accumulate"] * c["world"],
-                              time.perf_counter() - t0, weights)
-                    bar = self._bar
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix_str(" ".join(
-                            [f"{n}={fmt(v)}" for n, v in task_losses.items()]
-                            + [f"lr={fmt(lr)}", f"img/s={state.rate():.1f}"]), refresh=False)
-                    if done % max(1, int(tc["log_every"])) == 0 or done == iters:
-                        logger.log(state.record(done, lr, stream.state()))
-                        state.reset()
-                    if tc["eval_every"] and done % int(tc["eval_every"]) == 0 and done < iters:
-                        self._evaluate(done, final=False)
-                    if tc["checkpoint_every"] and done % int(tc["checkpoint_every"]) == 0:
-                        self._save(done)
-                    if stop_flag:
-                        stopped = stop.requested or "a signal on another process"
-                        if self.last_saved_iter != done:
-                            self._save(done)
+            try:
+                self._call("before_train")
+                state.model.train()
+                for it in range(state.start_iter, state.iters):
+                    state.iter = it
+                    state.lr = state.schedule.step(it) if state.schedule is not None else None
+                    self._call("before_step")
+                    state.result = self.step(state)
+                    state.iter = it + 1
+                    self._call("after_step")
+                    if state.stop:
+                        if state.last_saved_iter != state.iter:
+                            self.save_checkpoint()
+                        state.outcome = STOPPED
                         break
                 else:
-                    done = max(iters, start_iter)
-                    if start_iter > iters:
-                        self._note(f"the run is already at iteration {start_iter} > train.iters {iters}: "
-                                   "nothing to train")
-                    elif self.last_saved_iter != done:
-                        self._save(done)
-            if stopped is not None:
-                self._close_bar()
-                self._note(f"stopped by {stopped} at iteration {done}; checkpoint saved to "
-                           f"{self.checkpoint_path} (continue with --resume)")
-                raise KeyboardInterrupt(f"stopped at iteration {done}")
-            self._close_bar()
-            self._evaluate_at_end(done)
-            self._finish()
-            return self.last_eval
+                    state.iter = max(state.iters, state.start_iter)
+                    if state.start_iter > state.iters:
+                        state.note(f"the run is already at iteration {state.start_iter} > train.iters "
+                                   f"{state.iters}: nothing to train")
+                    elif state.last_saved_iter != state.iter:
+                        self.save_checkpoint()
+                    state.outcome = FINISHED
+            except BaseException:
+                state.outcome = FAILED
+                self._call("after_train")  # hooks only clean up (restore signal handlers, close the bar)
+                raise
+            self._call("after_train")
         finally:
-            self._close_bar()
-            stream.close()
-            logger.close()
+            state.stream.close()
+            state.logger.close()
+        if state.outcome == STOPPED:
+            state.note(f"stopped by {state.stop_requested or 'a signal on another process'} at iteration "
+                       f"{state.iter}; checkpoint saved to {self.checkpoint_path} (continue with --resume)")
+            raise KeyboardInterrupt(f"stopped at iteration {state.iter}")
+        return state.last_eval
 
-    # -- the phases of a run -------------------------------------------------------
-    def _setup(self, device: torch.device) -> Optional[Dict[str, Any]]:
-        """Check the run directory, build data, model, optimiser, schedule,
-        AMP scaler, EMA and sampler (into ``self._ctx``), then write ``--out``;
-        returns the checkpoint to resume from (or None)."""
+    # -- the phases of a run ---------------------------------------------------------------
+    def _build(self, device: torch.device) -> Optional[Dict[str, Any]]:
+        """Check the run directory, build data, model (then :meth:`TrainStep.setup`),
+        optimiser, schedule, AMP scaler, EMA and sampler into :attr:`state`,
+        then write ``--out``; returns the checkpoint to resume from (or None)."""
         tc, cfg = self.tc, self.cfg
         world, seed = dist.world_size(), int(tc["seed"])
         if tc["deterministic"]:
@@ -276,191 +229,157 @@ class Trainer:
         ckpt = self._check_run_dir()
 
         seed_everything(seed)
-        self._datasets()
+        train_set, val_set = self.build_datasets()
         channels_last = bool(tc["channels_last"])
-        model = self._build_model().to(device)
+        model = self.build_model().to(device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        core = model
-        # Everything is checked (config, data, model, checkpoint): only now is --out written.
-        self._start_run_dir(core, ckpt)
         if world > 1 and tc["sync_bn"]:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            core = model
-        optimizer = build_optimizer(core, tc["optimizer"])
-        schedule = LRSchedule(optimizer, int(tc["iters"]), tc["schedule"])
-        amp_dtype = self._amp(device)
-        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-        ema = ModelEMA(core, tc["ema"]["decay"], tc["ema"]["warmup"]) if tc["ema"]["enabled"] else None
+        if self._collate is None:
+            from mtlkit.data import collate  # the data package imports its plugins' code
 
+            self._collate = collate
         batch_size = int((cfg.get("data") or {}).get("batch_size", 8))
-        sampler = ShardedBatches(len(self._train_dataset), batch_size, world, dist.rank(), seed)
-        self._ctx = dict(core=core, model=model, optimizer=optimizer, schedule=schedule, scaler=scaler,
-                         ema=ema, sampler=sampler, device=device, amp_dtype=amp_dtype,
-                         channels_last=channels_last, batch_size=batch_size,
-                         accumulate=max(1, int(tc["accumulate"])), world=world,
-                         task_names=list(core.tasks), stream=None, logger=None)
+        state = self.state = RunState(
+            cfg=cfg, out_dir=self.out_dir, checkpoint_path=self.checkpoint_path, device=device,
+            model=model, core=model, train_dataset=train_set, val_dataset=val_set, collate_fn=self._collate,
+            batch_size=batch_size, accumulate=max(1, int(tc["accumulate"])), world_size=world,
+            iters=int(tc["iters"]), channels_last=channels_last)
+        self.step.setup(state)
+        state.loss_names = list(self.step.loss_names(state))
+        if self.step.uses_optimizer:
+            state.optimizer = build_optimizer(model, tc["optimizer"])
+            state.schedule = LRSchedule(state.optimizer, state.iters, tc["schedule"])
+        state.sampler = ShardedBatches(len(train_set), batch_size, world, dist.rank(), seed)
+        # Everything is checked (config, data, model, checkpoint): only now is --out written.
+        self._start_run_dir(model, ckpt)
+        state.amp_dtype = amp_dtype_for(tc, device, state.note)
+        state.scaler = torch.amp.GradScaler("cuda") if state.amp_dtype == torch.float16 else None
+        if tc["ema"]["enabled"]:
+            state.ema = ModelEMA(model, tc["ema"]["decay"], tc["ema"]["warmup"])
         return ckpt
 
-    def _restore(self, ckpt: Optional[Mapping[str, Any]]) -> "tuple[int, int, int]":
+    def _restore(self, ckpt: Optional[Mapping[str, Any]]) -> Tuple[int, int]:
         """Load every state of ``ckpt`` (model, optimiser, schedule, scaler,
-        EMA, RNGs, evaluation records); returns (iteration, epoch, batch) to
-        continue from, (0, 0, 0) without a checkpoint."""
+        EMA, RNGs, evaluation records, the step's and the hooks' own); returns
+        the (epoch, batch) the data continues from, (0, 0) without a checkpoint."""
+        state = self.state
         if ckpt is None:
-            return 0, 0, 0
-        c = self._ctx
-        load_model_state(c["core"], ckpt["model"], self.checkpoint_path)
-        c["optimizer"].load_state_dict(ckpt["optimizer"])
-        c["schedule"].load_state_dict(ckpt.get("scheduler") or {})
-        if c["scaler"] is not None and ckpt.get("scaler"):
-            c["scaler"].load_state_dict(ckpt["scaler"])
-        if c["ema"] is not None and ckpt.get("ema"):
-            c["ema"].load_state_dict(ckpt["ema"])
-        start_iter = int(ckpt["iteration"])
+            return 0, 0
+        load_model_state(state.core, ckpt["model"], self.checkpoint_path)
+        if state.optimizer is not None and ckpt.get("optimizer"):
+            state.optimizer.load_state_dict(ckpt["optimizer"])
+        if state.schedule is not None:
+            state.schedule.load_state_dict(ckpt.get("scheduler") or {})
+        if state.scaler is not None and ckpt.get("scaler"):
+            state.scaler.load_state_dict(ckpt["scaler"])
+        if state.ema is not None and ckpt.get("ema"):
+            state.ema.load_state_dict(ckpt["ema"])
+        if ckpt.get("step") is not None:
+            self.step.load_state_dict(ckpt["step"])
+        saved_hooks = ckpt.get("hooks") or {}
+        for hook in self.hooks:
+            if saved_hooks.get(hook.key) is not None:
+                hook.load_state_dict(saved_hooks[hook.key])
+        state.start_iter = state.iter = int(ckpt["iteration"])
         data_state = ckpt["data"]
         epoch, batch_pos = int(data_state["epoch"]), int(data_state["batch"])
         old_global = int(data_state["batch_size"]) * int(data_state["world_size"])
-        global_batch = c["sampler"].global_batch
+        global_batch = state.sampler.global_batch
         if old_global != global_batch:
-            self._note(f"global batch changed from {old_global} to {global_batch}: "
+            state.note(f"global batch changed from {old_global} to {global_batch}: "
                        "the data order cannot continue exactly")
             batch_pos = batch_pos * old_global // global_batch
         world, rank = dist.world_size(), dist.rank()
         rngs = ckpt["rng"]
         rngs = rngs if isinstance(rngs, list) else [rngs]
         set_rng_state(rngs[rank] if len(rngs) == world else rngs[0])
-        self.last_saved_iter = start_iter
-        self.last_eval_iter = start_iter if ckpt.get("evaluated") else -1
-        self.last_eval = ckpt.get("last_eval") or {}
+        state.last_saved_iter = state.start_iter
+        state.last_eval_iter = state.start_iter if ckpt.get("evaluated") else -1
+        state.last_eval = ckpt.get("last_eval") or {}
         if dist.is_main():
-            RunLogger.truncate(self.out_dir, start_iter)
-            self._note(f"resumed from {self.checkpoint_path} at iteration {start_iter}")
-        return start_iter, epoch, batch_pos
+            RunLogger.truncate(self.out_dir, state.start_iter)
+            state.note(f"resumed from {self.checkpoint_path} at iteration {state.start_iter}")
+        return epoch, batch_pos
 
-    def _open(self, epoch: int, batch_pos: int, start_iter: int) -> None:
+    def _open(self, epoch: int, batch: int) -> None:
         """Wrap the model in DDP (after the restore: DDP broadcasts rank 0's
-        weights), open the data stream at (epoch, batch), the logger and the bar."""
-        c, tc, device = self._ctx, self.tc, self._ctx["device"]
-        if c["world"] > 1:
+        weights), open the data stream at (epoch, batch) and the logger."""
+        state, tc, device = self.state, self.tc, self.state.device
+        if state.world_size > 1:
             ddp_kwargs = {"find_unused_parameters": bool(tc["find_unused_parameters"])}
             if device.type == "cuda":
                 ddp_kwargs["device_ids"] = [device.index]
-            c["model"] = nn.parallel.DistributedDataParallel(c["core"], **ddp_kwargs)
-        main = dist.is_main()
-        c["stream"] = TrainStream(self._train_dataset, c["sampler"], self._collate_fn(),
-                                  int((self.cfg.get("data") or {}).get("num_workers", 0)),
-                                  pin_memory=device.type == "cuda", epoch=epoch, batch=batch_pos)
-        c["logger"] = RunLogger(self.out_dir, enabled=main, tensorboard=bool(tc["tensorboard"]))
-        if c["logger"].tensorboard_missing:
-            self._note("TensorBoard is off: the tensorboard package is not installed "
+            state.model = nn.parallel.DistributedDataParallel(state.core, **ddp_kwargs)
+        state.stream = TrainStream(state.train_dataset, state.sampler, state.collate_fn,
+                                   int((self.cfg.get("data") or {}).get("num_workers", 0)),
+                                   pin_memory=device.type == "cuda", epoch=epoch, batch=batch)
+        state.logger = RunLogger(self.out_dir, enabled=dist.is_main(), tensorboard=bool(tc["tensorboard"]))
+        if state.logger.tensorboard_missing:
+            state.note("TensorBoard is off: the tensorboard package is not installed "
                        "(pip install 'mtlkit[tensorboard]', or train.tensorboard: false); "
                        "metrics go to metrics.jsonl")
-        self._bar = progress_bar(int(tc["iters"]), start_iter, bool(tc["progress"]) and main)
+        state.outcome = RUNNING
 
-    def _step(self, it: int, stop: _StopRequest) -> "tuple[Dict[str, float], float, Any, bool]":
-        """One iteration: ``accumulate`` forward/backward passes, one reduction
-        (losses for the log and the NaN guard, the stop flag), clipping, the
-        optimiser step and the EMA. Returns (task losses, total loss, the
-        weighting's weights, whether any process was asked to stop)."""
-        c, tc = self._ctx, self.tc
-        model, core, device, scaler = c["model"], c["core"], c["device"], c["scaler"]
-        optimizer, accumulate, world = c["optimizer"], c["accumulate"], c["world"]
-        task_names, channels_last, amp_dtype = c["task_names"], c["channels_last"], c["amp_dtype"]
-        optimizer.zero_grad(set_to_none=True)
-        sums = torch.zeros(len(task_names) + 1, dtype=torch.float64)
-        for micro in range(accumulate):
-            batch = move_to(c["stream"].next(), device, non_blocking=True)
-            sync = (contextlib.nullcontext() if micro == accumulate - 1 or world == 1
-                    else model.no_sync())
-            with sync:
-                with autocast(device, amp_dtype):
-                    outputs = model(to_memory_format(batch["image"], channels_last))
-                    losses = core.losses(outputs, batch)
-                    total, weights = core.weighting(losses)
-                loss = total / accumulate
-                (scaler.scale(loss) if scaler is not None else loss).backward()
-            sums += torch.stack([losses[n].detach().float() for n in task_names]
-                                + [total.detach().float()]).cpu().double()
-        # One reduction per iteration: the losses (for logging and the
-        # NaN guard, which every rank must agree on) and the stop flag.
-        vec = torch.cat([sums / accumulate,
-                         torch.tensor([1.0 if stop.requested else 0.0], dtype=torch.float64)])
-        if world > 1:
-            vec = dist.all_reduce_mean(vec.to(device)).cpu()
-        values = vec.tolist()
-        task_losses = dict(zip(task_names, values[:-2]))
-        self._check_finite(task_losses, values[-2], it + 1)
-
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        # Gradient-based weightings (GradNorm, PCGrad, ...) act on the
-        # unscaled gradients of the last micro-batch's losses.
-        weighting_hook(core, "after_backward", core, losses)
-        if float(tc["clip_grad_norm"]) > 0:
-            torch.nn.utils.clip_grad_norm_(core.parameters(), float(tc["clip_grad_norm"]))
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        if c["ema"] is not None:
-            c["ema"].update(core)
-        return task_losses, values[-2], weights, values[-1] > 0
-
-    def _evaluate_at_end(self, done: int) -> None:
-        """The final evaluation (unless the last iteration was just evaluated),
-        recorded in the checkpoint when the checkpoint is of that iteration."""
-        if self.tc["eval_at_end"] and self._val_dataset is not None and self.last_eval_iter != done:
-            self._evaluate(done, final=True)
-            if self.last_saved_iter == done:
-                self._save(done)  # record that the final evaluation is done
-
-    def _close_bar(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-        self._bar = None
-
-    # -- pieces ------------------------------------------------------------------
-    def _check_finite(self, task_losses: Mapping[str, float], total: float, iteration: int) -> None:
-        bad = [n for n, v in task_losses.items() if not math.isfinite(v)]
-        if not bad and math.isfinite(total):
-            return
-        desc = ", ".join(f"{n}={v:.4g}" for n, v in task_losses.items())
-        what = (f"the loss of task '{bad[0]}' is {task_losses[bad[0]]}" if bad
-                else f"the total loss is {total} (task losses are finite: check the weighting)")
-        kept = (f"the last good checkpoint is {self.checkpoint_path} (iteration {self.last_saved_iter})"
-                if self.last_saved_iter >= 0 else "no checkpoint was written")
-        self._ctx["logger"].log({"event": "diverged", "iter": iteration, "task": bad[0] if bad else None,
-                                 "losses": dict(task_losses)})
-        raise TrainingDiverged(f"training diverged at iteration {iteration}: {what} "
-                               f"(losses: {desc}); stopped without saving, {kept}. Lower "
-                               "train.optimizer.lr, add warm-up or train.clip_grad_norm.")
-
-    def _state(self, iteration: int) -> Dict[str, Any]:
-        c = self._ctx
-        import yaml
-
-        return {
+    # -- checkpoints -------------------------------------------------------------------------
+    def checkpoint_state(self, iteration: int) -> Dict[str, Any]:
+        """The checkpoint of ``iteration`` (layout: :mod:`mtlkit.engine.checkpoint`).
+        Collective under DDP (every rank's RNG state is gathered)."""
+        state = self.state
+        core = state.core
+        ckpt: Dict[str, Any] = {
             "iteration": int(iteration),
-            "model": c["core"].state_dict(),
-            "optimizer": c["optimizer"].state_dict(),
-            "scheduler": c["schedule"].state_dict(),
-            "scaler": c["scaler"].state_dict() if c["scaler"] is not None else None,
-            "ema": c["ema"].state_dict() if c["ema"] is not None else None,
+            "model": core.state_dict(),
+            "optimizer": state.optimizer.state_dict() if state.optimizer is not None else None,
+            "scheduler": state.schedule.state_dict() if state.schedule is not None else None,
+            "scaler": state.scaler.state_dict() if state.scaler is not None else None,
+            "ema": state.ema.state_dict() if state.ema is not None else None,
             "rng": dist.all_gather_object(rng_state()),
-            "data": {**c["stream"].state(), "seed": int(self.tc["seed"]),
-                     "batch_size": int(c["batch_size"]), "world_size": dist.world_size()},
-            "evaluated": self.last_eval_iter == iteration,
-            "last_eval": self.last_eval,
+            "data": {**state.stream.state(), "seed": int(self.tc["seed"]),
+                     "batch_size": int(state.batch_size), "world_size": dist.world_size()},
+            "evaluated": state.last_eval_iter == iteration,
+            "last_eval": state.last_eval,
             "meta": {
-                "classes": dataset_attr(self._train_dataset, "classes"),
-                "scenes": dataset_attr(self._train_dataset, "scenes"),
-                "tasks": list(c["core"].tasks),
+                "classes": dataset_attr(state.train_dataset, "classes"),
+                "scenes": dataset_attr(state.train_dataset, "scenes"),
+                "tasks": list(getattr(core, "tasks", None) or state.loss_names),
                 "config": yaml.safe_dump(plain(self.cfg), sort_keys=False),
-                "mtlkit": _version(),
+                "mtlkit": __version__,
             },
         }
+        step_state = self.step.state_dict()
+        if step_state is not None:
+            ckpt["step"] = step_state
+        hook_states = {h.key: s for h in self.hooks if (s := h.state_dict()) is not None}
+        if hook_states:
+            ckpt["hooks"] = hook_states
+        return ckpt
 
+    def save_checkpoint(self, iteration: Optional[int] = None) -> None:
+        """Write ``OUT/last.pt`` of ``iteration`` (default: the steps done),
+        atomically, unless the weights hold NaN / inf (then
+        :class:`~mtlkit.errors.TrainingDiverged`, naming them). Every rank calls it."""
+        state = self.state
+        iteration = state.iter if iteration is None else int(iteration)
+        bad = non_finite(state.core.state_dict())
+        if state.ema is not None:
+            bad.update({f"ema.{k}": v for k, v in non_finite(state.ema.state).items()})
+        if bad:
+            state.logger.log({"event": "diverged", "iter": iteration, "non_finite": sorted(bad)})
+            kept = (f"the last good checkpoint is {self.checkpoint_path} (iteration {state.last_saved_iter})"
+                    if state.last_saved_iter >= 0 else "no checkpoint was written")
+            raise TrainingDiverged(
+                f"training diverged at iteration {iteration}: the weights hold NaN or inf in {len(bad)} "
+                f"tensor(s) ({describe_names(sorted(bad))}) although the loss was finite; not saved, "
+                f"{kept}. Lower train.optimizer.lr, add warm-up or train.clip_grad_norm.")
+        ckpt = self.checkpoint_state(iteration)  # collective (RNG gather): every rank
+        if dist.is_main():
+            write_checkpoint(ckpt, self.checkpoint_path)
+        dist.barrier()
+        state.last_saved_iter = iteration
+
+    # -- the run directory --------------------------------------------------------------------
     def _check_run_dir(self) -> Optional[Dict[str, Any]]:
         """Before anything is written: ``--out`` usable, an existing run only
         with ``resume`` and the same config; returns the checkpoint to resume."""
@@ -478,13 +397,14 @@ class Trainer:
             raise RunExists(f"{self.out_dir} holds the metrics.jsonl of a run stopped before its first "
                             f"checkpoint; pass --resume to start it over, or choose another --out")
         if self.resume:
-            self._note(f"--resume: no checkpoint in {self.out_dir}, starting from scratch")
+            note(f"--resume: no checkpoint in {self.out_dir}, starting from scratch")
         return None
 
     def _start_run_dir(self, core: nn.Module, ckpt: Optional[Mapping[str, Any]]) -> None:
         """Check the data's classes against the model's (and the checkpoint's),
         then create ``--out`` and write ``config.yaml``."""
-        check_classes(core, self._train_dataset, self._val_dataset,
+        state = self.state
+        check_classes(core, state.train_dataset, state.val_dataset,
                       (ckpt.get("meta") or {}).get("classes") if ckpt is not None else None)
         if not dist.is_main():
             return
@@ -492,106 +412,7 @@ class Trainer:
         if ckpt is None:
             # a run killed before its first checkpoint: start its records over
             RunLogger.truncate(self.out_dir, 0)
-        from mtlkit.config import save_config
-
         save_config(self.cfg, os.path.join(self.out_dir, "config.yaml"))
-
-    def _save(self, iteration: int) -> None:
-        bad = non_finite(self._ctx["core"].state_dict())
-        if self._ctx["ema"] is not None:
-            bad.update({f"ema.{k}": v for k, v in non_finite(self._ctx["ema"].state).items()})
-        if bad:
-            self._ctx["logger"].log({"event": "diverged", "iter": iteration, "non_finite": sorted(bad)})
-            kept = (f"the last good checkpoint is {self.checkpoint_path} (iteration {self.last_saved_iter})"
-                    if self.last_saved_iter >= 0 else "no checkpoint was written")
-            raise TrainingDiverged(
-                f"training diverged at iteration {iteration}: the weights hold NaN or inf in {len(bad)} "
-                f"tensor(s) ({describe_names(sorted(bad))}) although the loss was finite; not saved, "
-                f"{kept}. Lower train.optimizer.lr, add warm-up or train.clip_grad_norm.")
-        state = self._state(iteration)  # collective (RNG gather): every rank
-        if dist.is_main():
-            save_checkpoint(state, self.checkpoint_path)
-        dist.barrier()
-        self.last_saved_iter = iteration
-
-    def _eval_model(self) -> nn.Module:
-        c = self._ctx
-        if c["ema"] is None or not self.tc["ema"]["evaluate"]:
-            return c["core"]
-        model = copy.deepcopy(c["core"])
-        model.load_state_dict(c["ema"].state)
-        return model
-
-    def _evaluate(self, iteration: int, final: bool) -> None:
-        c = self._ctx
-        batch_size, workers = eval_loader_settings(self.cfg)
-        with preserved_rng():
-            values, metrics, detections = evaluate_model(
-                self._eval_model(), self._val_dataset, batch_size, self._collate_fn(), c["device"],
-                workers, export_detections=final and bool(self.cfg["eval"]["export_detections"]),
-                amp_dtype=c["amp_dtype"])
-        self.last_eval, self.last_eval_iter = values, iteration
-        c["logger"].log({"event": "eval", "iter": iteration, "metrics": values})
-        if final and dist.is_main():
-            write_eval_outputs(self.out_dir, values, metrics, detections,
-                               dataset_attr(self._val_dataset, "classes"), iteration=iteration,
-                               plots=bool(self.tc["plots"]),
-                               primary=c["core"].tasks.get(getattr(c["core"], "primary", None)))
-        summary = "  ".join(f"{t}: " + ", ".join(f"{k}={fmt(v)}" for k, v in list(m.items())[:3])
-                            for t, m in values.items())
-        self._note(f"eval @ {iteration}: {summary}")
-
-    def _finish(self) -> None:
-        if not dist.is_main() or not self.tc["plots"]:
-            return
-        from mtlkit import viz
-
-        path = os.path.join(self.out_dir, "metrics.jsonl")
-        if os.path.isfile(path):
-            self._ctx["logger"].close()
-            viz.plot_training_curves(path, os.path.join(self.out_dir, "curves.png"))
-
-
-class _Window:
-    """Running means over a logging window."""
-
-    def __init__(self) -> None:
-        self.reset()
-        self._rate = 0.0
-
-    def reset(self) -> None:
-        self.n, self.images, self.seconds = 0, 0, 0.0
-        self.losses: Dict[str, float] = {}
-        self.total = 0.0
-        self.weights: Dict[str, float] = {}
-
-    def add(self, losses: Mapping[str, float], total: float, images: int, seconds: float,
-            weights: Mapping[str, Any]) -> None:
-        self.n += 1
-        self.images += images
-        self.seconds += seconds
-        self.total += total
-        for k, v in losses.items():
-            self.losses[k] = self.losses.get(k, 0.0) + v
-        self.weights = {k: float(v) for k, v in (weights or {}).items()}
-        self._rate = images / seconds if seconds > 0 else 0.0
-
-    def rate(self) -> float:
-        return self._rate
-
-    def record(self, iteration: int, lr: float, data_state: Mapping[str, int]) -> Dict[str, Any]:
-        n = max(1, self.n)
-        return {"event": "train", "iter": iteration, "loss": self.total / n,
-                "losses": {k: v / n for k, v in self.losses.items()}, "weights": self.weights,
-                "lr": lr, "images_per_s": self.images / self.seconds if self.seconds > 0 else None,
-                "images": self.images, "seconds": self.seconds,
-                "epoch": data_state["epoch"], "time": time.time()}
-
-
-def _version() -> str:
-    from mtlkit import __version__
-
-    return __version__
 
 
 # ----------------------------------------------------------------------------
@@ -599,30 +420,29 @@ def _version() -> str:
 # ----------------------------------------------------------------------------
 def train(cfg: Union[str, "os.PathLike[str]", Mapping[str, Any]], out_dir: Optional[str] = None,
           iters: Optional[int] = None, resume: bool = False, checkpoint_every: Optional[int] = None,
-          seed: Optional[int] = None, overrides: List[str] = (), progress: Optional[bool] = None,
+          seed: Optional[int] = None, overrides: Sequence[str] = (), progress: Optional[bool] = None,
           model: Optional[nn.Module] = None, train_dataset: Any = None, val_dataset: Any = None,
-          collate_fn: Optional[Callable] = None) -> Dict[str, Dict[str, float]]:
+          collate_fn: Optional[Callable] = None, step: Optional[TrainStep] = None,
+          hooks: Sequence[HookBase] = ()) -> Dict[str, Dict[str, float]]:
     """Train a model and return its final validation metrics (task -> metric
     name -> value; empty when the config has no validation split).
 
-    :param cfg: a config path or dict (validated; ``overrides`` applied).
+    :param cfg: a config path or dict.
     :param out_dir: the run directory (default ``runs/<config stem>-<time>``).
-    :param iters, checkpoint_every, seed, progress: override ``train.*``.
+    :param iters, checkpoint_every, seed, progress: ``train.*`` values; like
+        ``overrides`` (``key=value`` strings) they are applied before the
+        config is validated and resolved, once.
     :param resume: continue from ``out_dir/last.pt`` exactly.
     :param model, train_dataset, val_dataset, collate_fn: prebuilt parts
         (default: built from the config).
+    :param step, hooks: see :class:`Trainer`.
     :raises TrainingDiverged: when a loss becomes NaN/inf.
     :raises KeyboardInterrupt: after SIGINT/SIGTERM (a checkpoint is saved first).
     """
     config_path = None if isinstance(cfg, Mapping) else os.fspath(cfg)
-    cfg = load_run_config(cfg, overrides)
-    cfg = resolve_config(cfg)
-    for key, value in (("iters", iters), ("checkpoint_every", checkpoint_every), ("seed", seed),
-                       ("progress", progress)):
-        if value is not None:
-            cfg["train"][key] = value
-    if int(cfg["train"]["iters"]) < 0:
-        raise ConfigError(f"train.iters must be >= 0, got {cfg['train']['iters']}")
+    flags = flag_overrides("train", iters=iters, checkpoint_every=checkpoint_every, seed=seed,
+                           progress=progress)
+    resolved = run_config(cfg, list(overrides) + flags)
     out_dir = out_dir or default_out_dir(config_path)
-    return Trainer(cfg, out_dir, resume=resume, model=model, train_dataset=train_dataset,
-                   val_dataset=val_dataset, collate_fn=collate_fn).run()
+    return Trainer(resolved, out_dir, resume=resume, model=model, train_dataset=train_dataset,
+                   val_dataset=val_dataset, collate_fn=collate_fn, step=step, hooks=hooks).run()
