@@ -91,16 +91,16 @@ def test_ablation_renders_once_runs_in_parallel_and_reuses(tmp_path, monkeypatch
 
 def test_split_rendered_once_for_all_rows(tmp_path, monkeypatch):
     """Rendering happens in the parent before any run starts, once per sample."""
-    from mtlkit.data.synthetic import cli as synth_cli
+    from mtlkit.data.synthetic import writer as synth_writer
 
     calls = []
-    real = synth_cli.generate_sample
+    real = synth_writer.generate_sample
 
     def counting(seed, split, index, options):
         calls.append((seed, split, index))
         return real(seed, split, index, options)
 
-    monkeypatch.setattr(synth_cli, "generate_sample", counting)
+    monkeypatch.setattr(synth_writer, "generate_sample", counting)
     assert cli.main(_args(tmp_path, "--jobs", "1", rows="ssd,flat_mtl,rock", seeds=("0",))) == 0
     assert sorted(calls) == sorted(set(calls))  # no sample twice
     assert len(calls) == 8 + 6  # train and test

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 import torch
@@ -13,7 +13,9 @@ from torch.utils.data import Dataset
 
 from mtlkit.errors import ConfigError, DataError
 
-from . import storage
+from mtlkit.data.render_once import RenderOnce
+
+from . import storage, writer
 from .generate import GENERATOR_VERSION, SPLITS, RenderOptions, generate_sample, make_options
 from .objects import CLASSES
 from .scenes import SCENES
@@ -117,6 +119,21 @@ class SyntheticRooms(Dataset):
         if self.cache_dir is not None:
             key = hashlib.sha1(json.dumps(self.config, sort_keys=True).encode()).hexdigest()[:12]
             self._cache_folder = os.path.join(self.cache_dir, f"synthetic-{split}-{key}")
+
+    @classmethod
+    def render_once(cls, options: Mapping[str, Any]) -> Optional[RenderOnce]:
+        """These options rendered once into a packed folder shared by several
+        runs (:mod:`mtlkit.data.render_once`); None for a set read from
+        ``root`` or cached in ``cache_dir``."""
+        if options.get("root") is not None or options.get("cache_dir") is not None:
+            return None
+        dataset = cls(**options)
+        return writer.render_plan(dataset.seed, dataset.split, dataset.options, len(dataset))
+
+    @classmethod
+    def data_seed_option(cls, options: Mapping[str, Any]) -> Optional[str]:
+        """``seed`` seeds the rendered world; a set read from ``root`` has its own."""
+        return "seed" if options.get("root") is None else None
 
     def _init_from_root(self, size: Optional[int]) -> None:
         meta = storage.read_dataset_json(self.root)

@@ -1,10 +1,13 @@
 """What an ablation runs: its rows, their configs per seed, and the data they share.
 
-A *run* is one (row, seed): the row's config with the command's overrides,
-``train.seed`` and the data seed applied, made single-threaded, and with its
-synthetic splits replaced by folders rendered once for every run
-(:func:`shared_data`). A run's *fingerprint* is a hash of that resolved
-config: a finished run is re-used only when its fingerprint is unchanged.
+A *run* is one (row, seed): the row's config file with overrides applied
+before it is validated and resolved, once: the command's, ``train.seed``, the
+data seed, the ablation's own settings (:data:`RUN_SETTINGS`: one thread, the
+test split evaluated at the end) and, once :func:`share_data` has planned
+them, the splits that a dataset plugin renders once for every run, read
+back from their folders (:mod:`mtlkit.data.render_once`). A run's
+*fingerprint* is a hash of that resolved config: a finished run is re-used
+only when its fingerprint is unchanged.
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from mtlkit.config import load_config, validate_config
+from mtlkit.data.render_once import RenderOnce, data_seed_option, render_plan
+from mtlkit.engine.runtime import flag_overrides, resolve_config
 from mtlkit.errors import ConfigError
+from mtlkit.options import DATASET_SELECTOR_ALIAS
 
 #: the paper's rows, in order: (config stem, label in the table)
 PAPER_ROWS: List[Tuple[str, str]] = [
@@ -42,6 +49,13 @@ PAPER_FIGURES: Dict[str, Tuple[float, float, float]] = {
     "rock": (37.6, 17.1, 18.5),
 }
 DATA_SPLITS = ("train", "val", "test")
+#: what every run of an ablation sets: one thread and no data workers (runs
+#: are the parallel unit), no progress bar or TensorBoard, one evaluation, at
+#: the end, on the test split
+RUN_SETTINGS: List[str] = (
+    flag_overrides("train", num_threads=1, progress=False, eval_every=0, eval_at_end=True,
+                   tensorboard=False)
+    + flag_overrides("eval", split="test", num_workers=0) + flag_overrides("data", num_workers=0))
 _ROW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -63,7 +77,10 @@ class Run:
     run_dir: str
     fingerprint: str = ""
     iters: int = 0
+    #: the splits as the config gave them, for those read from a shared folder
     data_specs: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    #: every override applied to the row's config file to make :attr:`config`
+    overrides: List[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -110,104 +127,86 @@ def task_classes(config: Mapping[str, Any]) -> List[Tuple[str, type]]:
             for name, options in (config["model"].get("tasks") or {}).items() if options is not None]
 
 
-def _dataset_type(spec: Mapping[str, Any]) -> Optional[str]:
-    """A data split's dataset plugin: its ``name``, or ``type`` (the older selector)."""
-    return spec.get("name", spec.get("type"))
+def run_config(path: str, overrides: Sequence[str]) -> Dict[str, Any]:
+    """The resolved config of a run: ``path`` with ``overrides``, without its
+    ``val`` split (a run reads train and test only: val is for choices made
+    before the table, docs/ablation.md, not rendered for every ablation),
+    validated and resolved once."""
+    raw = load_config(path, list(overrides), validate=False)
+    if isinstance(raw.get("data"), dict):
+        raw["data"].pop("val", None)
+    return resolve_config(validate_config(raw))
 
 
 def _data_seed_overrides(cfg: Mapping[str, Any], data_seed: Optional[int]) -> List[str]:
+    """``data.<split>.<option>=S`` for every split whose dataset plugin names
+    the option that seeds its generated world."""
     if data_seed is None:
         return []
     data = cfg.get("data") or {}
-    return [f"data.{split}.seed={int(data_seed)}" for split in DATA_SPLITS
-            if isinstance(data.get(split), Mapping) and _dataset_type(data[split]) == "synthetic"
-            and data[split].get("root") is None]
+    overrides = []
+    for split in DATA_SPLITS:
+        if isinstance(data.get(split), Mapping):
+            option = data_seed_option(data[split])
+            if option is not None:
+                overrides.append(f"data.{split}.{option}={int(data_seed)}")
+    return overrides
 
 
 def plan_runs(rows: Sequence[Row], seeds: Sequence[int], out: str, overrides: Sequence[str],
               data_seed: Optional[int], iters: Optional[int]) -> List[Run]:
     """Every (row, seed) run with its resolved config (before the data is shared)."""
-    from mtlkit.config import load_config
-    from mtlkit.engine.trainer import resolve_config
-
     runs = []
     for row in rows:
         base = load_config(row.path, list(overrides))
         for seed in seeds:
-            extra = _data_seed_overrides(base, data_seed) + [f"train.seed={int(seed)}"]
-            cfg = resolve_config(load_config(row.path, list(overrides) + extra))
-            data = cfg.get("data") or {}
-            if data.get("test") is None:
+            run_overrides = (list(overrides) + _data_seed_overrides(base, data_seed)
+                             + flag_overrides("train", seed=int(seed), iters=iters) + RUN_SETTINGS)
+            cfg = run_config(row.path, run_overrides)
+            if (cfg.get("data") or {}).get("test") is None:
                 raise ConfigError(f"{row.path}: the ablation needs a data.test split (the table is "
                                   "reported on it; data.val is for choices)")
-            if iters is not None:
-                cfg["train"]["iters"] = int(iters)
-            # One thread and no data workers per run: runs are the parallel unit.
-            cfg["train"].update(num_threads=1, progress=False, eval_every=0, eval_at_end=True,
-                                tensorboard=False)
-            cfg["eval"]["split"] = "test"
-            cfg["eval"]["num_workers"] = 0
-            data["num_workers"] = 0
-            # a run reads train and test only: val is for choices made before
-            # the table (docs/ablation.md), not rendered for every ablation
-            data.pop("val", None)
-            seed_of_data = data_seed if data_seed is not None else _config_data_seed(data)
-            runs.append(Run(row=row, seed=int(seed), data_seed=seed_of_data, config=cfg,
+            runs.append(Run(row=row, seed=int(seed), data_seed=data_seed, config=cfg,
                             run_dir=os.path.join(out, row.stem, f"seed{int(seed)}"),
-                            iters=int(cfg["train"]["iters"])))
+                            iters=int(cfg["train"]["iters"]), overrides=run_overrides))
     return runs
 
 
-def _config_data_seed(data: Mapping[str, Any]) -> Optional[int]:
-    spec = data.get("test") or {}
-    seed = spec.get("seed") if isinstance(spec, Mapping) else None
-    return int(seed) if isinstance(seed, int) else None
+def share_data(runs: Sequence[Run], data_dir: str) -> Dict[str, Tuple[RenderOnce, int]]:
+    """Plan the splits the runs' dataset plugins render once
+    (:func:`mtlkit.data.render_once.render_plan`) and point every run at them.
 
-
-#: options of a synthetic split that are not rendering options: they are kept
-#: on the rendered folder's spec
-_READ_OPTIONS = ("size", "label_subset")
-
-
-def shared_data(runs: Sequence[Run], data_dir: str) -> Dict[str, Dict[str, Any]]:
-    """Group the runs' synthetic splits by what they render.
-
-    Returns folder -> {"dataset": a SyntheticRooms of the largest size asked,
-    "users": [(run, split)]}; every run's config is rewritten to read its
-    splits from the folders (``{type: synthetic, root: FOLDER, size: N, ...}``).
-    Splits given by ``root`` / ``cache_dir`` or of other dataset types are
-    left as they are."""
-    from mtlkit.data.synthetic import SyntheticRooms
-
-    folders: Dict[str, Dict[str, Any]] = {}
+    Returns folder -> (what renders it, the largest size any run reads); each
+    run's config is made again with ``data.<split>={type: NAME, root: FOLDER,
+    size: N, ...}`` overrides (the plugin's read-back options; ``label_subset``
+    kept). Splits whose plugin renders nothing are left as they are."""
+    folders: Dict[str, Tuple[RenderOnce, int]] = {}
     for run in runs:
         data = run.config["data"]
+        shared = []
         for split in DATA_SPLITS:
             spec = data.get(split)
-            if not isinstance(spec, Mapping) or _dataset_type(spec) != "synthetic":
+            found = render_plan(spec) if isinstance(spec, Mapping) else None
+            if found is None:
                 continue
-            if spec.get("root") is not None or spec.get("cache_dir") is not None:
-                continue
-            options = {k: v for k, v in spec.items() if k not in ("type", "name")}
-            render = {k: v for k, v in options.items() if k not in _READ_OPTIONS}
-            dataset = SyntheticRooms(**render, size=options.get("size"))
-            key = fingerprint(dataset.config)
-            folder = os.path.abspath(os.path.join(data_dir, f"{dataset.split}-seed{dataset.seed}-{key}"))
-            entry = folders.setdefault(folder, {"dataset": dataset, "users": []})
-            if len(dataset) > len(entry["dataset"]):
-                entry["dataset"] = dataset
-            entry["users"].append((run, split))
+            name, plan = found
+            folder = os.path.abspath(os.path.join(data_dir, plan.key))
+            size = max(plan.size, folders[folder][1]) if folder in folders else plan.size
+            folders[folder] = (folders.get(folder, (plan,))[0], size)
             if split == "test" and run.data_seed is None:
-                run.data_seed = dataset.seed
+                run.data_seed = plan.seed
             run.data_specs[split] = copy.deepcopy(dict(spec))
-            data[split] = {"type": "synthetic", "root": folder,
-                           **{k: options[k] for k in _READ_OPTIONS if options.get(k) is not None},
-                           }
-            data[split].setdefault("size", len(dataset))
+            read = {DATASET_SELECTOR_ALIAS: name, **plan.read_options(folder)}
+            if spec.get("label_subset") is not None:
+                read["label_subset"] = spec["label_subset"]
+            shared.append(f"data.{split}={json.dumps(read)}")
+        if shared:
+            run.overrides = run.overrides + shared
+            run.config = run_config(run.row.path, run.overrides)
     return folders
 
 
 def finalise(runs: Sequence[Run]) -> None:
-    """Fix each run's fingerprint (after :func:`shared_data`)."""
+    """Fix each run's fingerprint (after :func:`share_data`)."""
     for run in runs:
         run.fingerprint = fingerprint({"config": run.config, "data": run.data_specs, "data_seed": run.data_seed})
