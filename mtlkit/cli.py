@@ -23,7 +23,7 @@ COMMANDS = {
     "eval": ("mtlkit.commands.evaluate", "evaluate a checkpoint on a dataset"),
     "detect": ("mtlkit.commands.detect", "run a checkpoint on images and draw predictions"),
     "ablate": ("mtlkit.commands.ablate", "reproduce the paper's ablation on a dataset"),
-    "pretrain": ("mtlkit.pretrain", "pre-train a backbone on RGB-only synthetic labels (scene, crops)"),
+    "pretrain": ("mtlkit.commands.pretrain", "pre-train a backbone on RGB-only synthetic labels (scene, crops)"),
     "bench": ("mtlkit.commands.bench", "run the benchmark suites"),
     "plugins": ("mtlkit.commands.plugins", "list registered plugins and their distributions"),
     "data": ("mtlkit.commands.data", "prepare datasets (synthetic rooms, NYUv2)"),

@@ -123,7 +123,7 @@ def test_builtin_weights_resolve_and_unknown_names_list_the_shipped(tmp_path):
 
 def test_pretrain_writes_loadable_backbone_weights(tiny_set, tmp_path):
     from mtlkit.models.backbones.resnet import ResNetSmall
-    from mtlkit.pretrain import pretrain
+    from mtlkit.commands.pretrain import pretrain
 
     out = str(tmp_path / "w.pt")
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ Trained on the crops of one set, scored on another's: the test accuracy of
 each says how much class evidence that input carries. ROCK's auxiliary tasks
 can only help detection with what geometry adds to colour.
 
-    python -m mtlkit.data.synthetic.probe --train DIR --test DIR [--iters 600]
+    python -m mtlkit.research.probe --train DIR --test DIR [--iters 600]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ INPUTS = ("rgb", "geometry", "all")
 def crops(root: str, size: int = 32, limit: int = 0) -> Dict[str, torch.Tensor]:
     """Every box of the set in ``root`` as crops: {"rgb": (N, 3, s, s),
     "geometry": (N, 4, s, s), "labels": (N,) in 0..C-1}."""
-    from .dataset import SyntheticRooms
+    from mtlkit.data.synthetic import SyntheticRooms
 
     dataset = SyntheticRooms(root=root)
     rgb, geometry, labels = [], [], []
@@ -106,7 +106,7 @@ def probe(train: Dict[str, torch.Tensor], test: Dict[str, torch.Tensor], kind: s
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mtlkit.data.synthetic.probe", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mtlkit.research.probe", description=__doc__.split("\n")[0])
     parser.add_argument("--train", required=True, help="a folder written by `mtlkit data synth`")
     parser.add_argument("--test", required=True, help="another such folder")
     parser.add_argument("--iters", type=int, default=600)
