@@ -166,3 +166,78 @@ def test_bf16_gradients_are_deterministic_on_small_images():
         assert torch.isfinite(grad).all(), name
         for other in grads[1:]:
             assert torch.equal(grad, other[name]), name
+
+
+def test_pretrain_runs_on_the_trainer_and_resumes_exactly(tiny_set, tmp_path):
+    """Pre-training is a step of the engine's trainer: its run directory, its
+    losses and accuracies in metrics.jsonl, and a run stopped (like SIGINT)
+    then resumed ends with the weights of an uninterrupted one."""
+    import json
+
+    from mtlkit.commands.pretrain import DEFAULTS, PretrainNet, PretrainStep, pretrain_config
+    from mtlkit.data import build_split
+    from mtlkit.engine.hooks import HookBase
+    from mtlkit.engine.runtime import run_config
+    from mtlkit.engine.trainer import Trainer
+    from mtlkit.models.backbones.resnet import ResNetSmall
+
+    options = {**DEFAULTS, "iters": 6, "batch_size": 2, "image_size": [48, 64], "crop_size": 32,
+               "crops_per_batch": 4, "warmup_iters": 2}
+    cfg = run_config(pretrain_config(tiny_set, options), ["train.log_every=1", "train.plots=false"])
+
+    class StopAfter(HookBase):  # what SIGINT does: ask, and every process stops after the next step
+        def after_step(self):
+            if self.state.iter == 2:
+                self.state.stop_requested = "test"
+
+    def run(out, resume=False, hooks=()):
+        train_set = build_split(cfg["data"], "train", train=True, seed=0, validated=True)
+        torch.manual_seed(0)
+        net = PretrainNet(ResNetSmall(), len(train_set.scenes), len(train_set.classes))
+        step = PretrainStep(options["crop_size"], options["crops_per_batch"])
+        Trainer(cfg, str(out), resume=resume, model=net, train_dataset=train_set, step=step,
+                hooks=hooks).run()
+
+    run(tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "stopped", hooks=[StopAfter()])
+    assert torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)["iteration"] == 3
+    run(tmp_path / "stopped", resume=True)
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)
+    assert a["step"] == {"crop_size": 32, "crops_per_batch": 4}
+    assert a["optimizer"]["param_groups"][0]["fused"] is True
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    records = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert set(records[0]["losses"]) == {"scene", "crop"}
+    assert set(records[0]["scalars"]) == {"scene_accuracy", "crop_accuracy"}
+    assert all(0.0 <= v <= 1.0 for r in records for v in r["scalars"].values())
+    # the warm-up of the one schedule: lr / warmup_iters at the first step
+    assert records[0]["lr"] == pytest.approx(options["lr"] / 2)
+    # other crop options do not continue this run
+    with pytest.raises(ConfigError, match="crops_per_batch"):
+        train_set = build_split(cfg["data"], "train", train=True, seed=0, validated=True)
+        net = PretrainNet(ResNetSmall(), len(train_set.scenes), len(train_set.classes))
+        Trainer(cfg, str(tmp_path / "stopped"), resume=True, model=net, train_dataset=train_set,
+                step=PretrainStep(32, 8)).run()
+
+
+def test_pretrain_command_line(tiny_set, tmp_path, capsys):
+    from mtlkit import cli
+
+    out, run_dir = tmp_path / "w.pt", tmp_path / "run"
+    args = ["pretrain", "--data", tiny_set, "--out", str(out), "--run-dir", str(run_dir), "--iters", "2",
+            "--batch-size", "2", "--crops-per-batch", "2", "--image-size", "48", "64", "--crop-size", "32",
+            "--no-progress"]
+    assert cli.main(args) == 0
+    assert "scene_accuracy" in capsys.readouterr().out
+    for name in ("config.yaml", "metrics.jsonl", "last.pt", "curves.png"):
+        assert (run_dir / name).is_file(), name
+    first = torch.load(out, weights_only=True)
+    assert cli.main(args + ["--resume"]) == 0  # a finished run: nothing retrained, same weights
+    again = torch.load(out, weights_only=True)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert cli.main(["pretrain", "--data", tiny_set, "--out", str(out), "--resume"]) == 2
+    assert "--resume needs --run-dir" in capsys.readouterr().err

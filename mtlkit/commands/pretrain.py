@@ -1,4 +1,5 @@
-"""Backbone pre-training on RGB-only labels (the synthetic stand-in for ImageNet).
+"""``mtlkit pretrain``: backbone pre-training on RGB-only labels (the synthetic
+stand-in for ImageNet).
 
 The paper fine-tunes an ImageNet-pretrained ResNet-50 on NYUv2's 795 images.
 Trained from scratch on a few hundred images instead, a detector gets most of
@@ -16,24 +17,39 @@ It never sees depth, normals or boxes as regression targets. The result is a
 plain state dict in torchvision names (``mtlkit.models.backbones`` load it
 through ``model.backbone.weights``), stored as float16 to keep the file small.
 
-    mtlkit pretrain --data data/pretrain --out weights/resnet_small_rooms.pt
+It trains with the engine's trainer (:class:`PretrainStep` is its step), so it
+has what every run has: a run directory (config.yaml, metrics.jsonl with the
+two losses and accuracies, last.pt, curves.png), exact resume (``--resume
+--run-dir DIR``), SIGINT saves then stops, bf16 autocast and channels_last on
+CPU, DDP under ``torchrun``, the one lr schedule (cosine with linear warm-up).
+
+    mtlkit pretrain --data data/pretrain --out weights/resnet_small_rooms.pt [--run-dir DIR] [--resume]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
-import time
-from typing import Any, Dict, List, Tuple
+import tempfile
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtlkit.errors import ConfigError
+from mtlkit.engine import dist
+from mtlkit.engine.precision import to_memory_format
+from mtlkit.engine.runtime import default_out_dir, run_config
+from mtlkit.engine.state import RunState
+from mtlkit.engine.step import Losses, TrainStep
+from mtlkit.engine.trainer import Trainer
+from mtlkit.errors import ConfigError, MtlkitError
+from mtlkit.registry import get_registry
+from mtlkit.utils.io import atomic_write
 
 DEFAULTS: Dict[str, Any] = {
     "backbone": "resnet_small",
@@ -65,6 +81,14 @@ class PretrainNet(nn.Module):
         """(B, 3, H, W) in [0, 1] -> (B, C) globally pooled X."""
         x = self.backbone((images - self.mean) / self.std)[-1]
         return x.float().mean(dim=(2, 3))
+
+    def forward(self, images: torch.Tensor, crops: Optional[torch.Tensor] = None
+                ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(scene logits (B, S), crop logits (K, C) or None without crops):
+        one call, so that DDP sees one forward per backward."""
+        scene = self.scene(self.features(images))
+        crop = self.crop(self.features(crops)) if crops is not None and len(crops) else None
+        return scene, crop
 
 
 def _crops(images: torch.Tensor, boxes: List[torch.Tensor], labels: List[torch.Tensor], size: int,
@@ -99,77 +123,137 @@ def _crops(images: torch.Tensor, boxes: List[torch.Tensor], labels: List[torch.T
     return torch.cat(out), torch.tensor(out_labels, dtype=torch.int64)
 
 
-def pretrain(data_root: str, out_path: str, **options: Any) -> Dict[str, float]:
+class PretrainStep(TrainStep):
+    """The trainer's step for pre-training: per micro-batch, up to
+    ``crops_per_batch`` object crops cut out of the images; the loss is the
+    scene cross-entropy plus the crops' class cross-entropy; the training
+    accuracies of both are logged (``scalars`` of the train records).
+
+    The crops' random draws come from (train.seed, the batch's position in the
+    data stream, the rank): a resumed run draws what the uninterrupted one drew."""
+
+    def __init__(self, crop_size: int, crops_per_batch: int):
+        super().__init__()
+        self.crop_size, self.crops_per_batch = int(crop_size), int(crops_per_batch)
+
+    def loss_names(self, state: RunState) -> List[str]:
+        return ["scene", "crop"]
+
+    def forward(self, state: RunState, batch: Dict[str, Any]) -> Losses:
+        position = state.stream.state()
+        rng = np.random.default_rng([int(state.train_cfg["seed"]), position["epoch"], position["batch"],
+                                     dist.rank()])
+        images = batch["image"]
+        crops, crop_labels = _crops(images, batch["boxes"], batch["labels"], self.crop_size,
+                                    self.crops_per_batch, rng)
+        crop_labels = crop_labels.to(images.device)
+        scene_logits, crop_logits = state.model(
+            to_memory_format(images, state.channels_last),
+            to_memory_format(crops, state.channels_last) if len(crops) else None)
+        scene = F.cross_entropy(scene_logits.float(), batch["scene"])
+        if crop_logits is not None:
+            crop = F.cross_entropy(crop_logits.float(), crop_labels)
+            crop_accuracy = (crop_logits.argmax(1) == crop_labels).float().mean()
+        else:  # no object in the batch: an exact zero through the crop head (DDP sees it used)
+            crop = sum(p.sum() for p in state.core.crop.parameters()) * 0.0
+            crop_accuracy = 0.0
+        scene_accuracy = (scene_logits.argmax(1) == batch["scene"]).float().mean()
+        return Losses(tasks={"scene": scene, "crop": crop}, total=scene + crop,
+                      scalars={"scene_accuracy": scene_accuracy, "crop_accuracy": crop_accuracy})
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"crop_size": self.crop_size, "crops_per_batch": self.crops_per_batch}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if dict(state) != self.state_dict():
+            raise ConfigError(f"--resume: the run was pre-trained with {dict(state)}, not {self.state_dict()}; "
+                              "resume with the same options or start a new --run-dir")
+
+
+def pretrain_config(data_root: str, options: Mapping[str, Any], progress: bool = False) -> Dict[str, Any]:
+    """The config of a pre-training run (``options``: :data:`DEFAULTS` complete):
+    the data read from ``data_root`` (a folder of ``mtlkit data synth``) with
+    the SSD augmentation without zoom-out, AdamW, cosine with linear warm-up
+    (from lr / warmup_iters), bf16 autocast, channels_last."""
+    warmup = int(options["warmup_iters"])
+    return {
+        "name": "pretrain",
+        "description": "backbone pre-training on RGB-only labels (mtlkit pretrain)",
+        "model": {"backbone": {"name": options["backbone"]}},
+        "data": {"train": {"type": "synthetic", "root": os.path.abspath(data_root)},
+                 "image_size": [int(v) for v in options["image_size"]],
+                 "batch_size": int(options["batch_size"]), "num_workers": 0, "augment": {"expand": 0.0}},
+        "train": {"iters": int(options["iters"]), "seed": int(options["seed"]),
+                  "optimizer": {"name": "adamw", "lr": float(options["lr"]),
+                                "weight_decay": float(options["weight_decay"]), "fused": True},
+                  "schedule": {"name": "cosine", "warmup_iters": warmup,
+                               "warmup_factor": 1.0 / max(1, warmup)},
+                  "amp": True, "channels_last": True, "log_every": 50, "eval_at_end": False,
+                  "progress": bool(progress)},
+    }
+
+
+def pretrain(data_root: str, out_path: str, run_dir: Optional[str] = None, resume: bool = False,
+             progress: bool = False, **options: Any) -> Dict[str, float]:
     """Train ``options["backbone"]`` on the set written by ``mtlkit data synth``
     in ``data_root``; write its state dict (float16) to ``out_path``.
-    Returns the final training accuracies."""
-    from mtlkit.data import collate
-    from mtlkit.data.synthetic import SyntheticRooms
-    from mtlkit.data.transforms import build_transforms
-    from mtlkit.registry import get_registry
-    from mtlkit.utils.io import atomic_write
+    Returns the training accuracies of the last logged window.
 
+    :param run_dir: the trainer's run directory (default: a temporary one,
+        removed afterwards: nothing to resume).
+    :param resume: continue the run in ``run_dir``.
+    :param options: :data:`DEFAULTS` (None keeps the default)."""
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
         raise ConfigError(f"pretrain: unknown option '{unknown[0]}'; known: {', '.join(DEFAULTS)}")
+    if resume and run_dir is None:
+        raise ConfigError("pretrain: resume needs the run directory to continue (run_dir / --run-dir)")
     opts = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
-    torch.manual_seed(int(opts["seed"]))
-    rng = np.random.default_rng(int(opts["seed"]))
-    dataset = SyntheticRooms(root=data_root)
+    cfg = run_config(pretrain_config(data_root, opts, progress))
+    from mtlkit.data import build_split  # the data package imports its plugins' code
+
+    train_set = build_split(cfg["data"], "train", train=True, seed=int(opts["seed"]), validated=True)
+    torch.manual_seed(int(opts["seed"]))  # the backbone's initialisation
     backbone = get_registry().get("backbone", opts["backbone"])()
-    net = PretrainNet(backbone, len(dataset.scenes), len(dataset.classes))
-    net = net.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=float(opts["lr"]),
-                                  weight_decay=float(opts["weight_decay"]), fused=True)
-    transform = build_transforms({"expand": 0.0}, list(opts["image_size"]), train=True)
-    iters, batch_size = int(opts["iters"]), int(opts["batch_size"])
-    order: List[int] = []
-    window: Dict[str, float] = {"scene": 0.0, "crop": 0.0, "n": 0}
-    start = time.time()
-    net.train()
-    for it in range(iters):
-        warm = min(1.0, (it + 1) / max(1, int(opts["warmup_iters"])))
-        for group in optimizer.param_groups:
-            group["lr"] = float(opts["lr"]) * warm * 0.5 * (1 + math.cos(math.pi * it / iters))
-        if len(order) < batch_size:
-            order += rng.permutation(len(dataset)).tolist()
-        picks, order = order[:batch_size], order[batch_size:]
-        batch = collate([transform(dataset[i], np.random.default_rng((int(opts["seed"]), it, i)))
-                         for i in picks])
-        images = batch["image"]
-        crops, crop_labels = _crops(images, batch["boxes"], batch["labels"], int(opts["crop_size"]),
-                                    int(opts["crops_per_batch"]), rng)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            scene_logits = net.scene(net.features(images.contiguous(memory_format=torch.channels_last)))
-            loss = F.cross_entropy(scene_logits.float(), batch["scene"])
-            if len(crops):
-                crop_logits = net.crop(net.features(crops.contiguous(memory_format=torch.channels_last)))
-                loss = loss + F.cross_entropy(crop_logits.float(), crop_labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        window["scene"] += float((scene_logits.argmax(1) == batch["scene"]).float().mean())
-        window["crop"] += float((crop_logits.argmax(1) == crop_labels).float().mean()) if len(crops) else 0.0
-        window["n"] += 1
-        if (it + 1) % 50 == 0 or it + 1 == iters:
-            n = window["n"]
-            print(f"pretrain {it + 1}/{iters}: loss {float(loss.detach()):.3f}, scene acc {window['scene'] / n:.3f}, "
-                  f"crop acc {window['crop'] / n:.3f}, {time.time() - start:.0f} s", file=sys.stderr,
-                  flush=True)
-            result = {"scene_accuracy": window["scene"] / n, "crop_accuracy": window["crop"] / n}
-            window = {"scene": 0.0, "crop": 0.0, "n": 0}
-    state = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous()
-             for k, v in backbone.state_dict().items()}
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with atomic_write(out_path, "wb") as handle:
-        torch.save(state, handle)
-    os.chmod(out_path, 0o644)  # a file to ship, not a private temporary
+    net = PretrainNet(backbone, len(train_set.scenes), len(train_set.classes))
+    step = PretrainStep(opts["crop_size"], opts["crops_per_batch"])
+    with tempfile.TemporaryDirectory(prefix="mtlkit-pretrain-") as scratch:
+        folder = run_dir if run_dir is not None else scratch
+        Trainer(cfg, folder, resume=resume, model=net, train_dataset=train_set, step=step).run()
+        result = _last_scalars(os.path.join(folder, "metrics.jsonl"))
+    if dist.is_main():
+        state = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous()
+                 for k, v in backbone.state_dict().items()}
+        os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+        with atomic_write(out_path, "wb") as handle:
+            torch.save(state, handle)
+        os.chmod(out_path, 0o644)  # a file to ship, not a private temporary
     return result
+
+
+def _last_scalars(metrics_path: str) -> Dict[str, float]:
+    """The ``scalars`` of the last training record of ``metrics.jsonl``."""
+    last: Dict[str, float] = {}
+    if os.path.isfile(metrics_path):
+        with open(metrics_path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if record.get("event") == "train":
+                    last = {k: float(v) for k, v in (record.get("scalars") or {}).items()}
+    return last
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="a folder written by `mtlkit data synth`")
     parser.add_argument("--out", required=True, help="output state dict (.pt)")
+    parser.add_argument("--run-dir", default=None,
+                        help="the training run's folder: config, metrics.jsonl, last.pt, curves.png "
+                             "(default: runs/pretrain-<out stem>-<timestamp>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     for key, value in DEFAULTS.items():
         if key in ("image_size",):
             parser.add_argument(f"--{key.replace('_', '-')}", type=int, nargs=2, default=None)
@@ -181,8 +265,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.resume and not args.run_dir:
+        raise MtlkitError("--resume needs --run-dir DIR: the run directory to continue")
+    if not args.run_dir and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise MtlkitError("with torchrun, give --run-dir so that every process writes the same run")
     torch.set_num_threads(1)
+    run_dir = args.run_dir or default_out_dir(f"pretrain-{os.path.splitext(os.path.basename(args.out))[0]}")
     options = {k: getattr(args, k) for k in DEFAULTS}
-    result = pretrain(args.data, args.out, **options)
-    print(f"written {args.out}: " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()))
+    result = pretrain(args.data, args.out, run_dir=run_dir, resume=args.resume,
+                      progress=not args.no_progress, **options)
+    if dist.is_main():
+        print(f"written {args.out}: " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()))
+        print(f"run directory: {run_dir}", file=sys.stderr)
     return 0

@@ -11,7 +11,8 @@ classified by the same small CNN from one input at a time:
 
 Trained on the crops of one set, scored on another's: the test accuracy of
 each says how much class evidence that input carries. ROCK's auxiliary tasks
-can only help detection with what geometry adds to colour.
+can only help detection with what geometry adds to colour. The CNN trains
+with the engine's trainer (:class:`ProbeStep`, the one lr schedule).
 
     python -m mtlkit.research.probe --train DIR --test DIR [--iters 600]
 """
@@ -21,12 +22,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Dict, Tuple
+import tempfile
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mtlkit.engine.state import RunState
+from mtlkit.engine.step import Losses, TrainStep
+from mtlkit.engine.trainer import train as engine_train
 
 INPUTS = ("rgb", "geometry", "all")
 
@@ -73,28 +79,56 @@ def _net(channels: int, classes: int) -> nn.Module:
                          nn.Flatten(), nn.Linear(128, classes))
 
 
+class CropSet(torch.utils.data.Dataset):
+    """In-memory crops as training samples: {"image": (C, s, s), "label": ()}."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+        return {"image": self.images[index], "label": self.labels[index]}
+
+
+class ProbeStep(TrainStep):
+    """The trainer's step for the probe: cross-entropy of the crop classes,
+    on mirrored crops every other iteration (normals' x sign is left as is:
+    a fixed input code)."""
+
+    def loss_names(self, state: RunState) -> List[str]:
+        return ["class"]
+
+    def forward(self, state: RunState, batch: Dict[str, torch.Tensor]) -> Losses:
+        images = batch["image"].flip(-1) if state.iter % 2 else batch["image"]
+        loss = F.cross_entropy(state.model(images), batch["label"])
+        return Losses(tasks={"class": loss}, total=loss)
+
+
+def probe_config(iters: int, batch: int, seed: int) -> Dict[str, Any]:
+    """The trainer config of one probe: AdamW (lr 2e-3, weight decay 1e-4),
+    cosine to 0 without warm-up, on CPU, nothing but the checkpoint written."""
+    return {"data": {"batch_size": int(batch), "num_workers": 0},
+            "train": {"iters": int(iters), "seed": int(seed), "device": "cpu",
+                      "optimizer": {"name": "adamw", "lr": 2e-3, "weight_decay": 1e-4},
+                      "schedule": {"name": "cosine"}, "log_every": max(1, int(iters)),
+                      "eval_at_end": False, "progress": False, "plots": False, "tensorboard": False}}
+
+
 def probe(train: Dict[str, torch.Tensor], test: Dict[str, torch.Tensor], kind: str, iters: int = 600,
           batch: int = 64, seed: int = 0) -> Tuple[float, float]:
-    """(train accuracy, test accuracy) of the CNN on input ``kind``."""
-    torch.manual_seed(seed)
+    """(train accuracy, test accuracy) of the CNN on input ``kind``, trained
+    by the engine's trainer (:class:`ProbeStep`) in a temporary run directory."""
     x, y = _inputs(train, kind), train["labels"]
     mean, std = x.mean(dim=(0, 2, 3), keepdim=True), x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
     classes = int(max(y.max(), test["labels"].max())) + 1
+    torch.manual_seed(seed)
     net = _net(x.shape[1], classes)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
-    generator = torch.Generator().manual_seed(seed)
-    net.train()
-    for it in range(iters):
-        for group in optimizer.param_groups:
-            group["lr"] = 2e-3 * 0.5 * (1 + np.cos(np.pi * it / iters))
-        picks = torch.randint(len(y), (batch,), generator=generator)
-        xb = (x[picks] - mean) / std
-        if it % 2:
-            xb = xb.flip(-1)  # mirrored crops; normals' x sign is left as is (a fixed input code)
-        loss = F.cross_entropy(net(xb), y[picks])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    with tempfile.TemporaryDirectory(prefix="mtlkit-probe-") as run_dir:
+        engine_train(probe_config(iters, min(batch, len(y)), seed), run_dir, model=net,
+                     train_dataset=CropSet((x - mean) / std, y),
+                     collate_fn=torch.utils.data.default_collate, step=ProbeStep())
     net.eval()
     with torch.no_grad():
         def accuracy(data):
