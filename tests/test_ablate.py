@@ -170,3 +170,63 @@ def test_quick_end_to_end(tmp_path):
     assert "Paired gains" in text and "--quick" in text
     for stem in ("ssd", "rock"):
         assert (out / stem / "seed1" / "metrics.jsonl").is_file()  # each run keeps its curves
+
+
+def test_any_dataset_plugin_can_render_its_splits_once(tmp_path, fresh_registry):
+    """The ablation asks a split's dataset plugin what to render once
+    (mtlkit.data.render_once): a plugin other than the synthetic rooms is
+    shared the same way, and --data-seed sets the option it names."""
+    import torch
+    import yaml
+
+    from mtlkit import hookimpl
+    from mtlkit.data.render_once import RenderOnce
+    from mtlkit.engine.ablation import plan_runs, prepare_data, select_rows
+
+    written = []
+
+    class Generated(torch.utils.data.Dataset):
+        defaults = {"seed": 0, "size": 4, "root": None}
+
+        @classmethod
+        def render_once(cls, options):
+            if options.get("root") is not None:
+                return None
+            seed, size = options.get("seed", 0), options.get("size", 4)
+            return RenderOnce(key=f"gen-{seed}", size=size, seed=seed,
+                              write=lambda folder, n, workers, progress: written.append((folder, n)),
+                              read_options=lambda folder: {"root": folder, "size": size})
+
+        @classmethod
+        def data_seed_option(cls, options):
+            return "seed" if options.get("root") is None else None
+
+    class Plugin:
+        @hookimpl
+        def mtlkit_register_datasets(self, registry):
+            registry.add("generated", Generated)
+
+    fresh_registry().register_plugin(Plugin(), "test-generated")
+    folder = tmp_path / "rows"
+    folder.mkdir()
+    for stem, train_size in (("ssd", 4), ("rock", 8)):
+        (folder / f"{stem}.yaml").write_text(yaml.safe_dump({"data": {
+            "train": {"name": "generated", "size": train_size},
+            "val": {"name": "generated", "size": 2},
+            "test": {"name": "generated", "size": 3, "label_subset": {"fraction": 0.5, "tasks": ["x"]}}}}))
+    rows = select_rows(str(folder), ["ssd", "rock"])
+    runs = plan_runs(rows, [0, 1], str(tmp_path / "out"), [], data_seed=5, iters=2)
+    counts = prepare_data(runs, str(tmp_path / "data"), workers=1, progress=False)
+    shared = str(tmp_path / "data" / "gen-5")
+    assert written == [(shared, 8)] and counts == {shared: 8}  # one folder, rendered once, the largest size
+    for run in runs:
+        data = run.config["data"]
+        assert "val" not in data and run.data_seed == 5 and run.fingerprint
+        assert data["test"] == {"type": "generated", "root": shared, "size": 3,
+                                "label_subset": {"fraction": 0.5, "tasks": ["x"]}}
+        assert data["train"]["root"] == shared
+        assert data["train"]["size"] == (4 if run.row.stem == "ssd" else 8)
+        assert run.data_specs["train"]["seed"] == 5  # the option the plugin named
+        assert run.config["train"]["iters"] == 2 and run.config["train"]["num_threads"] == 1
+        assert run.config["eval"]["split"] == "test"
+    assert len({r.fingerprint for r in runs}) == 4

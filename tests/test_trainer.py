@@ -315,3 +315,140 @@ def test_num_threads_option_sets_torch_threads(tmp_path):
         assert torch.get_num_threads() == 2  # 0 leaves torch's setting alone
     finally:
         torch.set_num_threads(before)
+
+
+# -- the hooks and the step (mtlkit.engine.hooks, mtlkit.engine.step) ---------------
+def test_hooks_are_called_around_every_iteration(tmp_path):
+    from mtlkit.engine.hooks import HookBase
+
+    calls = []
+
+    class Recorder(HookBase):
+        def before_train(self):
+            calls.append(("before_train", self.state.iter, self.state.start_iter))
+
+        def before_step(self):
+            calls.append(("before_step", self.state.iter, self.state.lr))
+
+        def after_step(self):
+            calls.append(("after_step", self.state.iter, sorted(self.state.result.losses)))
+
+        def after_train(self):
+            calls.append(("after_train", self.state.iter, self.state.outcome))
+
+    train(cfg_with(iters=3, schedule={"name": "constant"}), tmp_path, hooks=[Recorder()], **fake_parts())
+    assert calls == [("before_train", 0, 0),
+                     ("before_step", 0, 0.05), ("after_step", 1, ["cls", "reg"]),
+                     ("before_step", 1, 0.05), ("after_step", 2, ["cls", "reg"]),
+                     ("before_step", 2, 0.05), ("after_step", 3, ["cls", "reg"]),
+                     ("after_train", 3, "finished")]
+
+
+def test_a_hook_state_is_checkpointed_and_restored(tmp_path):
+    from mtlkit.engine.hooks import HookBase
+
+    class Counter(HookBase):
+        def __init__(self):
+            self.steps = 0
+
+        def after_step(self):
+            self.steps += 1
+
+        def state_dict(self):
+            return {"steps": self.steps}
+
+        def load_state_dict(self, state):
+            self.steps = state["steps"]
+
+    first = Counter()
+    train(cfg_with(iters=4), tmp_path, hooks=[first], **fake_parts())
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["hooks"] == {"Counter": {"steps": 4}}
+    second = Counter()
+    train(cfg_with(iters=6), tmp_path, resume=True, hooks=[second], **fake_parts())
+    assert second.steps == 6  # 4 restored + 2 run
+
+
+def test_a_hook_can_stop_the_run_like_a_signal(tmp_path):
+    from mtlkit.engine.hooks import HookBase
+
+    class StopAt(HookBase):
+        def after_step(self):
+            if self.state.iter == 3:
+                self.state.stop_requested = "test"
+
+    straight = tmp_path / "straight"
+    train(cfg_with(iters=8), straight, **fake_parts(dropout=0.3))
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg_with(iters=8), tmp_path / "b", hooks=[StopAt()], **fake_parts(dropout=0.3))
+    # agreed in the next step's reduction: that step runs, then the checkpoint
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["iteration"] == 4
+    train(cfg_with(iters=8), tmp_path / "b", resume=True, **fake_parts(dropout=0.3))
+    assert_same_state(final_weights(straight)[0], final_weights(tmp_path / "b")[0])
+
+
+def test_a_step_chooses_its_parameters_and_its_loss(tmp_path):
+    """What issue-16-like adaptation needs: only chosen parameters move, and the
+    step minimises the losses it chooses (here the auxiliary 'cls' only)."""
+    from mtlkit.engine.step import Losses, TrainStep
+
+    class AuxiliaryOnly(TrainStep):
+        def setup(self, state):
+            for name, p in state.core.named_parameters():
+                p.requires_grad_(name.startswith("cls."))
+
+        def loss_names(self, state):
+            return ["cls"]
+
+        def forward(self, state, batch):
+            tasks = state.core.losses(state.model(batch["image"]), batch)
+            return Losses(tasks={"cls": tasks["cls"]}, total=tasks["cls"])
+
+    parts = fake_parts()
+    before = {k: v.clone() for k, v in parts["model"].state_dict().items()}
+    train(cfg_with(iters=4), tmp_path, step=AuxiliaryOnly(), **parts)
+    after, ckpt = final_weights(tmp_path)
+    assert {k for k in before if not torch.equal(before[k], after[k])} == {"cls.weight", "cls.bias"}
+    assert len(ckpt["optimizer"]["param_groups"][0]["params"]) == 2
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert set(records[0]["losses"]) == {"cls"}
+
+
+def test_a_step_without_optimiser(tmp_path):
+    """A statistics-only step (BN refresh in issue 16's terms): no optimiser, no
+    lr, the weights unchanged, still logged, checkpointed and resumable."""
+    from mtlkit.engine.step import StepOutput, TrainStep, agree
+
+    class Forward(TrainStep):
+        uses_optimizer = False
+
+        def __call__(self, state):
+            with torch.no_grad():
+                batch = state.stream.next()
+                tasks = state.core.losses(state.model(batch["image"]), batch)
+            return agree(state, StepOutput(losses={k: float(v) for k, v in tasks.items()},
+                                           total=float(sum(tasks.values()))))
+
+    parts = fake_parts()
+    before = {k: v.clone() for k, v in parts["model"].state_dict().items()}
+    train(cfg_with(iters=3), tmp_path, step=Forward(), **parts)
+    after, ckpt = final_weights(tmp_path)
+    assert_same_state(before, after)
+    assert ckpt["optimizer"] is None and ckpt["scheduler"] is None and ckpt["iteration"] == 3
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["lr"] for r in records if r["event"] == "train"] == [None] * 3
+    assert train(cfg_with(iters=3), tmp_path, resume=True, step=Forward(), **fake_parts()) == \
+        json.load(open(tmp_path / "metrics.json"))["metrics"]
+
+
+def test_flags_are_overrides_checked_by_the_one_validation(tmp_path):
+    from mtlkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.iters"):
+        train(cfg_with(), tmp_path / "a", iters=-1, **fake_parts())
+    assert not (tmp_path / "a").exists()
+    train(cfg_with(iters=50), tmp_path / "b", iters=2, seed=7, checkpoint_every=1, progress=False,
+          overrides=["train.seed=5"], **fake_parts())
+    import yaml
+
+    saved = yaml.safe_load(open(tmp_path / "b" / "config.yaml"))["train"]
+    assert (saved["iters"], saved["seed"], saved["checkpoint_every"], saved["progress"]) == (2, 7, 1, False)
