@@ -21,8 +21,7 @@ from mtlkit.engine import dist
 from mtlkit.engine.data import eval_loader
 from mtlkit.engine.logger import write_json
 from mtlkit.engine.precision import amp_dtype_for, autocast
-from mtlkit.engine.runtime import (dataset_attr, device_session, eval_loader_settings, load_run_config,
-                                   move_to, resolve_config)
+from mtlkit.engine.runtime import dataset_attr, device_session, eval_loader_settings, move_to, run_config
 
 
 def _eval_autocast(device: torch.device, amp_dtype: Optional[torch.dtype]):
@@ -149,7 +148,7 @@ def evaluate(cfg: Any, checkpoint: Optional[str], out_dir: Optional[str] = None,
     """
     from mtlkit.errors import ConfigError
 
-    cfg = resolve_config(load_run_config(cfg, overrides))
+    cfg = run_config(cfg, overrides)
     data = cfg.get("data") or {}
     split = split or cfg["eval"]["split"]
     with device_session(cfg["train"]) as device:

@@ -1,7 +1,9 @@
-"""Optimisers and learning-rate schedules from the ``train`` config section.
+"""Optimisers and the learning-rate schedule from the ``train`` config section.
 
 The schedule is a pure function of the iteration (:func:`lr_factor`), applied
-before every optimiser step, so resuming needs nothing but the iteration.
+before every optimiser step (:class:`LRSchedule`), so resuming needs nothing
+but the iteration. It is the one schedule of every training loop: the
+trainer's, and through it ``mtlkit pretrain`` and the research probe.
 """
 
 from __future__ import annotations
