@@ -66,3 +66,34 @@ def test_two_processes_equal_one_with_same_global_batch(tmp_path):
     iters = [json.loads(line)["iter"] for line in open(tmp_path / "two" / "metrics.jsonl")
              if json.loads(line)["event"] == "train"]
     assert iters == list(range(1, 7))
+
+
+def _pretrain_worker(rank, world, port, data, out, run_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    from mtlkit.commands.pretrain import pretrain
+
+    pretrain(data, out, run_dir=run_dir, iters=3, batch_size=2, crops_per_batch=2, image_size=[48, 64],
+             crop_size=32)
+
+
+@pytest.mark.slow
+def test_pretrain_trains_on_two_processes(tmp_path):
+    """`mtlkit pretrain` is a trainer run, so DDP (gloo) holds for it too: the
+    global batch is sharded, every rank's RNG is checkpointed, rank 0 writes."""
+    from mtlkit.data.synthetic.cli import write_set
+    from mtlkit.data.synthetic.generate import make_options
+
+    data = str(tmp_path / "set")
+    write_set(data, 8, 3, "train", make_options((48, 64)), progress=False, preview=False)
+    out, run_dir = str(tmp_path / "w.pt"), str(tmp_path / "run")
+    mp.spawn(_pretrain_worker, args=(2, free_port(), data, out, run_dir), nprocs=2, join=True)
+    ckpt = torch.load(os.path.join(run_dir, "last.pt"), weights_only=True)
+    assert ckpt["iteration"] == 3 and ckpt["data"]["world_size"] == 2 and len(ckpt["rng"]) == 2
+    # 3 global batches of 2 x 2 images, 2 per epoch of 8 images
+    assert (ckpt["data"]["epoch"], ckpt["data"]["batch"]) == (1, 1)
+    weights = torch.load(out, weights_only=True)
+    assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
+    iters = [json.loads(line)["iter"] for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    assert iters == [3]  # one record (log_every 50, and the last iteration), written once

@@ -44,7 +44,8 @@ from torch import nn
 from mtlkit.engine import dist
 from mtlkit.engine.precision import to_memory_format
 from mtlkit.engine.runtime import default_out_dir, run_config
-from mtlkit.engine.state import RunState
+from mtlkit.engine.hooks import HookBase
+from mtlkit.engine.state import FINISHED, RunState
 from mtlkit.engine.step import Losses, TrainStep
 from mtlkit.engine.trainer import Trainer
 from mtlkit.errors import ConfigError, MtlkitError
@@ -219,16 +220,27 @@ def pretrain(data_root: str, out_path: str, run_dir: Optional[str] = None, resum
     step = PretrainStep(opts["crop_size"], opts["crops_per_batch"])
     with tempfile.TemporaryDirectory(prefix="mtlkit-pretrain-") as scratch:
         folder = run_dir if run_dir is not None else scratch
-        Trainer(cfg, folder, resume=resume, model=net, train_dataset=train_set, step=step).run()
-        result = _last_scalars(os.path.join(folder, "metrics.jsonl"))
-    if dist.is_main():
+        Trainer(cfg, folder, resume=resume, model=net, train_dataset=train_set, step=step,
+                hooks=[WriteBackbone(backbone, out_path)]).run()
+        return _last_scalars(os.path.join(folder, "metrics.jsonl"))
+
+
+class WriteBackbone(HookBase):
+    """When the run finishes, rank 0 writes the backbone's state dict (float16,
+    torchvision names) to ``path``, atomically."""
+
+    def __init__(self, backbone: nn.Module, path: str):
+        self.backbone, self.path = backbone, path
+
+    def after_train(self) -> None:
+        if self.state.outcome != FINISHED or not dist.is_main():
+            return
         state = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous()
-                 for k, v in backbone.state_dict().items()}
-        os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-        with atomic_write(out_path, "wb") as handle:
+                 for k, v in self.backbone.state_dict().items()}
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        with atomic_write(self.path, "wb") as handle:
             torch.save(state, handle)
-        os.chmod(out_path, 0o644)  # a file to ship, not a private temporary
-    return result
+        os.chmod(self.path, 0o644)  # a file to ship, not a private temporary
 
 
 def _last_scalars(metrics_path: str) -> Dict[str, float]:
@@ -274,7 +286,7 @@ def main(args: argparse.Namespace) -> int:
     options = {k: getattr(args, k) for k in DEFAULTS}
     result = pretrain(args.data, args.out, run_dir=run_dir, resume=args.resume,
                       progress=not args.no_progress, **options)
-    if dist.is_main():
+    if int(os.environ.get("RANK", "0")) == 0:  # the process group is closed by now
         print(f"written {args.out}: " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()))
         print(f"run directory: {run_dir}", file=sys.stderr)
     return 0
