@@ -11,9 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mtlkit.errors import ConfigError, DataError
-
 from mtlkit.data.render_once import RenderOnce
+from mtlkit.errors import ConfigError, DataError
 
 from . import storage, writer
 from .generate import GENERATOR_VERSION, SPLITS, RenderOptions, generate_sample, make_options

@@ -191,8 +191,11 @@ def share_data(runs: Sequence[Run], data_dir: str) -> Dict[str, Tuple[RenderOnce
                 continue
             name, plan = found
             folder = os.path.abspath(os.path.join(data_dir, plan.key))
-            size = max(plan.size, folders[folder][1]) if folder in folders else plan.size
-            folders[folder] = (folders.get(folder, (plan,))[0], size)
+            if folder in folders:  # equal keys render equal samples: keep the largest size asked
+                first, largest = folders[folder]
+                folders[folder] = (first, max(largest, plan.size))
+            else:
+                folders[folder] = (plan, plan.size)
             if split == "test" and run.data_seed is None:
                 run.data_seed = plan.seed
             run.data_specs[split] = copy.deepcopy(dict(spec))
