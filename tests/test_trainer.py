@@ -452,3 +452,25 @@ def test_flags_are_overrides_checked_by_the_one_validation(tmp_path):
 
     saved = yaml.safe_load(open(tmp_path / "b" / "config.yaml"))["train"]
     assert (saved["iters"], saved["seed"], saved["checkpoint_every"], saved["progress"]) == (2, 7, 1, False)
+
+
+def test_a_trainer_subclass_chooses_the_step_by_the_model(tmp_path):
+    """default_step(model) runs once the model is built (how a gradient-level
+    weighting gets its own step without the caller naming it)."""
+    from mtlkit.engine.runtime import run_config
+    from mtlkit.engine.step import TrainStep
+    from mtlkit.engine.trainer import Trainer
+
+    seen = []
+
+    class Counting(TrainStep):
+        def __call__(self, state):
+            seen.append(state.iter)
+            return super().__call__(state)
+
+    class ByModel(Trainer):
+        def default_step(self, model):
+            return Counting() if model.primary == "reg" else TrainStep()
+
+    ByModel(run_config(cfg_with(iters=3)), str(tmp_path), **fake_parts()).run()
+    assert seen == [0, 1, 2]

@@ -88,12 +88,12 @@ class Trainer:
     :param train_dataset, val_dataset: prebuilt datasets (default from
         ``data.train`` / ``data.<eval.split>`` with their transforms).
     :param collate_fn: default :func:`mtlkit.data.collate`.
-    :param step: what one iteration does (default :class:`~mtlkit.engine.step.TrainStep`,
-        the supervised multi-task step).
+    :param step: what one iteration does (default :meth:`default_step`:
+        :class:`~mtlkit.engine.step.TrainStep`, the supervised multi-task step).
     :param hooks: hooks run after the default ones (:meth:`default_hooks`).
 
-    A subclass may replace :meth:`build_model`, :meth:`build_datasets` and
-    :meth:`default_hooks`. While it runs, :attr:`state` is the
+    A subclass may replace :meth:`build_model`, :meth:`build_datasets`,
+    :meth:`default_step` and :meth:`default_hooks`. While it runs, :attr:`state` is the
     :class:`~mtlkit.engine.state.RunState` and :attr:`hooks` the hooks in
     call order.
     """
@@ -107,7 +107,8 @@ class Trainer:
         self.out_dir = os.fspath(out_dir)
         self.resume = resume
         self.checkpoint_path = os.path.join(self.out_dir, CHECKPOINT_NAME)
-        self.step = step if step is not None else TrainStep()
+        #: what one iteration does: the ``step`` given, else :meth:`default_step` of the built model
+        self.step: Optional[TrainStep] = step
         self.hooks: List[HookBase] = []
         self.state: Optional[RunState] = None
         self._model, self._train_dataset, self._val_dataset = model, train_dataset, val_dataset
@@ -137,6 +138,12 @@ class Trainer:
             if val_set is None and data.get(split) is not None:
                 val_set = build_split(data, split, train=False, seed=seed, validated=True)
         return train_set, val_set
+
+    def default_step(self, model: nn.Module) -> TrainStep:
+        """The step of a run given none, chosen once the model is built (a
+        subclass may choose by the model, e.g. by its loss weighting):
+        :class:`~mtlkit.engine.step.TrainStep`."""
+        return TrainStep()
 
     def default_hooks(self) -> List[HookBase]:
         """The hooks of every run, in call order (see :mod:`mtlkit.engine.hooks`)."""
@@ -246,6 +253,8 @@ class Trainer:
             model=model, core=model, train_dataset=train_set, val_dataset=val_set, collate_fn=self._collate,
             batch_size=batch_size, accumulate=max(1, int(tc["accumulate"])), world_size=world,
             iters=int(tc["iters"]), channels_last=channels_last)
+        if self.step is None:
+            self.step = self.default_step(model)
         self.step.setup(state)
         state.loss_names = list(self.step.loss_names(state))
         if self.step.uses_optimizer:
