@@ -11,6 +11,7 @@ checkpoint and stops; ``--resume --out DIR`` continues exactly. Multi-process:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from mtlkit.commands._common import add_config_arguments
@@ -32,14 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from mtlkit.engine import dist
     from mtlkit.engine.trainer import default_out_dir, train
     from mtlkit.metrics import summary
 
     if args.resume and not args.out:
         raise MtlkitError("--resume needs --out DIR: the run directory to continue")
     out = args.out or default_out_dir(args.config)
-    if not args.out and int(__import__("os").environ.get("WORLD_SIZE", "1")) > 1:
+    if not args.out and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise MtlkitError("with torchrun, give --out so that every process writes the same run")
     overrides = list(args.overrides)
     if args.eval_every is not None:
@@ -47,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
     metrics = train(args.config, out, iters=args.iters, resume=args.resume,
                     checkpoint_every=args.checkpoint_every, seed=args.seed, overrides=overrides,
                     progress=False if args.no_progress else None)
-    if dist.is_main():
+    if int(os.environ.get("RANK", "0")) == 0:  # the process group is closed by now: rank from torchrun
         if metrics:
             print(summary(metrics))
         print(f"run directory: {out}", file=sys.stderr)
