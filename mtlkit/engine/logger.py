@@ -9,7 +9,7 @@ import sys
 from typing import Any, Dict, Mapping, Optional
 
 from mtlkit.engine import dist
-from mtlkit.utils.io import atomic_write, plain
+from mtlkit.utils.io import atomic_write, plain, with_path
 
 
 def write_json(path: str, data: Any, indent: Optional[int] = 2) -> None:
@@ -60,8 +60,11 @@ class RunLogger:
     def log(self, record: Dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self._file.write(json.dumps(plain(record, json_safe=True)) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(plain(record, json_safe=True)) + "\n")
+            self._file.flush()
+        except OSError as exc:  # a full disk: say which file
+            raise with_path(exc, self.path) from exc
         if self._tb is not None:
             step = int(record.get("iter", 0))
             prefix = record.get("event", "log")
