@@ -134,7 +134,7 @@ def test_detect_checks_every_image_before_writing(run, tmp_path, capsys):
     (tmp_path / "z.png").write_bytes(b"not a png")
     assert cli(["detect", str(config), "--checkpoint", str(out / "last.pt"), str(tmp_path / "a.png"),
                 str(tmp_path / "z.png"), "--out", str(tmp_path / "p")]) == 2
-    one_line_error(capsys, "z.png: cannot read the image")
+    one_line_error(capsys, "z.png: not an image file PIL can read")
     assert not (tmp_path / "p").exists()
 
 

@@ -56,6 +56,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="config override applied to every row (repeatable)")
 
 
+def _row_names(rows: "str | None") -> "List[str] | None":
+    """``--rows a,b`` -> ["a", "b"]; None (not given) -> the default rows. An
+    empty list (``--rows ''``, ``--rows ,``) is an error, not the default."""
+    if rows is None:
+        return None
+    names = [name.strip() for name in rows.split(",") if name.strip()]
+    if not names:
+        raise ConfigError(f"--rows {rows!r}: expected comma-separated config stems, e.g. --rows ssd,rock "
+                          f"(leave --rows out for the default rows)")
+    return names
+
+
 def usable_cores() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -80,7 +92,7 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--iters must be >= 1, got {args.iters}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ConfigError(f"--out {args.out} exists and is not a folder")
-    rows = select_rows(args.configs, [s.strip() for s in args.rows.split(",")] if args.rows else None)
+    rows = select_rows(args.configs, _row_names(args.rows))
     overrides: List[str] = (QUICK_OVERRIDES if args.quick else []) + list(args.override)
     iters = args.iters if args.iters is not None else (QUICK_ITERS if args.quick else None)
     runs = plan_runs(rows, args.seeds, args.out, overrides, args.data_seed, iters)

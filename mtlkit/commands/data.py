@@ -5,6 +5,12 @@
 * ``mtlkit data nyuv2 --mat nyu_depth_v2_labeled.mat --splits splits.mat
   [--normals DIR] [--val-scenes FILE] --out DIR`` — build the NYUv2 cache
   (see :mod:`mtlkit.data.nyuv2`).
+
+Both take the folder's lock (:mod:`mtlkit.utils.runlock`: a second process
+writing into the same ``--out`` is refused) and never write over a file they
+did not write: ``synth`` refuses a folder holding ``samples/``,
+``preview.png`` or ``pack/`` without its ``dataset.json``; ``nyuv2`` refuses
+an ``nyuv2_<split>.h5`` that is not an mtlkit cache.
 """
 
 from __future__ import annotations
@@ -45,21 +51,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from mtlkit.errors import MtlkitError
+    from mtlkit.utils.io import check_out_dir
+    from mtlkit.utils.runlock import RunLock
 
     if args.data_command == "synth":
         if getattr(args, "_synth_error", None):
             raise MtlkitError(f"the synthetic renderer cannot be imported: {args._synth_error}")
-        return int(args._synth_main(args) or 0)
+        check_out_dir(args.out)
+        with RunLock(args.out):  # one writer per folder; the set itself refuses a folder it did not write
+            return int(args._synth_main(args) or 0)
     if args.data_command == "nyuv2":
         from mtlkit.data.nyuv2 import prepare_nyuv2
 
-        written = prepare_nyuv2(
-            args.mat, args.splits, args.out, normals=args.normals, val_scenes=args.val_scenes,
-            normals_index_base=args.normals_index_base,
-            compression=None if args.compression == "none" else args.compression,
-            progress=not args.no_progress, limit=args.limit,
-        )
-        for split, path in written.items():
-            print(f"{split}: {path}")
-        return 0
+        check_out_dir(args.out)
+        with RunLock(args.out):
+            return _nyuv2(args, prepare_nyuv2)
     raise MtlkitError(f"unknown data command {args.data_command!r}")
+
+
+def _nyuv2(args: argparse.Namespace, prepare_nyuv2) -> int:
+    written = prepare_nyuv2(
+        args.mat, args.splits, args.out, normals=args.normals, val_scenes=args.val_scenes,
+        normals_index_base=args.normals_index_base,
+        compression=None if args.compression == "none" else args.compression,
+        progress=not args.no_progress, limit=args.limit,
+    )
+    for split, path in written.items():
+        print(f"{split}: {path}")
+    return 0

@@ -8,7 +8,16 @@ class names and scores on the original image, the predicted depth
 colour-mapped, the normals RGB-coded, the scene as text).
 ``OUT/predictions.json`` holds, per image, the boxes (xyxy pixels of the
 original image), scores, labels and class names, and the top class of every
-classification task (the scene); ``--json`` also prints it on stdout.
+classification task (the scene), and the name of its picture; ``--json``
+also prints it on stdout. Images are used upright (EXIF orientation), and
+two images of one name (``a/x.png``, ``b/x.png``) get pictures of different
+names (``x.png``, ``x_1.png``).
+
+Nothing is written before every image's header and data are checked and the
+model is built. ``--out`` may not be a folder of the input images, and a file
+of ``--out`` that an earlier ``mtlkit detect`` did not write is never
+replaced (:mod:`mtlkit.utils.outdir`); a second process into the same
+``--out`` is refused while the first runs (:mod:`mtlkit.utils.runlock`).
 """
 
 from __future__ import annotations
@@ -45,23 +54,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def find_images(specs: Sequence[str]) -> List[str]:
     """Files, folders (their image files, sorted) and glob patterns -> image
     paths, in the order given, without duplicates."""
+    from mtlkit.utils.paths import kind_of, not_a_file
+
     found: List[str] = []
     for spec in specs:
-        if os.path.isdir(spec):
+        kind = kind_of(spec)
+        if kind == "folder":
             matches = sorted(os.path.join(spec, f) for f in os.listdir(spec)
                              if f.lower().endswith(IMAGE_EXTENSIONS))
             if not matches:
                 raise DataError(f"{spec}: no image files in this folder "
                                 f"(looked for {', '.join(IMAGE_EXTENSIONS)})")
-        elif os.path.isfile(spec):
+        elif kind == "file":
             matches = [spec]
-        elif glob.has_magic(spec):
+        elif kind == "missing" and glob.has_magic(spec):
             matches = sorted(p for p in glob.glob(spec, recursive=True)
                              if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTENSIONS))
             if not matches:
                 raise DataError(f"{spec}: the pattern matches no image file")
-        else:
+        elif kind == "missing":
             raise DataError(f"{spec}: no such image file or folder")
+        else:  # a pipe, a device, a broken link: say what it is, never open it
+            raise DataError(not_a_file(spec, "an image file or a folder of images"))
         for path in matches:
             if path not in found:
                 found.append(path)
@@ -73,40 +87,60 @@ _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
 def load_image(path: str) -> torch.Tensor:
-    """(3, H, W) float32 RGB in [0, 1]. A 16-bit (or 32-bit) grey image is
-    scaled by its full range (65535 for 16 bits), not clipped at 255."""
-    from PIL import Image, UnidentifiedImageError
+    """(3, H, W) float32 RGB in [0, 1], upright by its EXIF orientation. A
+    16-bit (or 32-bit) grey image is scaled by its full range (65535 for 16
+    bits), not clipped at 255."""
+    from mtlkit.data.images import open_checked
 
+    img = open_checked(path)
     try:
-        with Image.open(path) as img:
-            if img.mode in _HIGH_DEPTH_MODES:
-                grey = np.asarray(img, dtype=np.float64)
-                if not np.isfinite(grey).all():
-                    raise DataError(f"{path}: the image holds NaN or inf pixels")
-                if img.mode.startswith("I;16") or (img.mode == "I" and grey.max(initial=0) > 255):
-                    full = 65535.0
-                elif img.mode == "F" and grey.max(initial=0) <= 1.0:
-                    full = 1.0
-                else:
-                    full = 255.0
-                grey = np.clip(grey / full, 0.0, 1.0).astype(np.float32)
-                return torch.from_numpy(np.ascontiguousarray(grey))[None].expand(3, -1, -1).clone()
-            array = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        if img.mode in _HIGH_DEPTH_MODES:
+            grey = np.asarray(img, dtype=np.float64)
+            if not np.isfinite(grey).all():
+                raise DataError(f"{path}: the image holds NaN or inf pixels")
+            if img.mode.startswith("I;16") or (img.mode == "I" and grey.max(initial=0) > 255):
+                full = 65535.0
+            elif img.mode == "F" and grey.max(initial=0) <= 1.0:
+                full = 1.0
+            else:
+                full = 255.0
+            grey = np.clip(grey / full, 0.0, 1.0).astype(np.float32)
+            return torch.from_numpy(np.ascontiguousarray(grey))[None].expand(3, -1, -1).clone()
+        array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read the image ({exc})") from None
+    finally:
+        img.close()
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
 
 
 def check_images(paths: Sequence[str]) -> None:
-    """Every image readable (header and data checked by PIL), before anything is written."""
+    """Every image readable before anything is written: its header
+    (:func:`mtlkit.data.images.probe_image`: a pipe or device, not an image,
+    cut short, too large), then its data as far as PIL's ``verify`` checks it."""
     from PIL import Image, UnidentifiedImageError
 
+    from mtlkit.data.images import probe_image
+
     for path in paths:
+        probe_image(path)
         try:
             with Image.open(path) as img:
                 img.verify()
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             raise DataError(f"{path}: cannot read the image ({exc})") from None
+
+
+def check_out_apart(out: str, paths: Sequence[str]) -> None:
+    """``--out`` must not be a folder of input images: the pictures would
+    replace the images of the same name, and join the inputs of the next run."""
+    if not os.path.isdir(out):
+        return
+    for path in paths:
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.samefile(folder, out):
+            raise MtlkitError(f"--out {out} is the folder of the input image {path}: the pictures would "
+                              f"replace or mix with the images; choose another --out")
 
 
 def resize_image(image: torch.Tensor, size: Optional[Sequence[int]]) -> torch.Tensor:
@@ -127,12 +161,20 @@ def _resize_picture(picture: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def _unique_names(paths: Sequence[str]) -> List[str]:
-    names, seen = [], {}
-    for path in paths:
-        stem = os.path.splitext(os.path.basename(path))[0]
-        count = seen.get(stem, 0)
-        seen[stem] = count + 1
-        names.append(stem if count == 0 else f"{stem}_{count}")
+    """One picture name per image, from its file stem: ``a/x.png`` and
+    ``b/x.png`` give ``x`` and ``x_1`` (never a name another image has, in any
+    letter case: some file systems do not tell ``X.png`` from ``x.png``)."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    taken = set()
+    names = []
+    for stem in stems:
+        name, k = stem, 0
+        # a stem is free unless an earlier picture took it; later images keep their own stems
+        while name.casefold() in taken or (k > 0 and name.casefold() in {s.casefold() for s in stems}):
+            k += 1
+            name = f"{stem}_{k}"
+        taken.add(name.casefold())
+        names.append(name)
     return names
 
 
@@ -151,26 +193,35 @@ def image_record(path: str, orig: Tuple[int, int], preds: Dict[str, Any], index:
 
 
 def main(args: argparse.Namespace) -> int:
-    from mtlkit import viz
-    from mtlkit.engine.evaluator import build_eval_model
-    from mtlkit.engine.runtime import load_run_config, resolve_config, select_device
-
     if args.batch_size < 1:
         raise MtlkitError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.score_threshold is not None and not 0.0 <= args.score_threshold <= 1.0:
         raise MtlkitError(f"--score-threshold must be a number in [0, 1], got {args.score_threshold}")
-    from mtlkit.utils.io import check_out_dir, make_out_dir
+    from mtlkit.utils.io import check_out_dir
+    from mtlkit.utils.runlock import RunLock
 
     check_out_dir(args.out)
     paths = find_images(args.images)
+    check_out_apart(args.out, paths)
     check_images(paths)  # every input is checked before a picture is written
+    with RunLock(args.out, what="--out"):
+        return _detect(args, paths)
+
+
+def _detect(args: argparse.Namespace, paths: List[str]) -> int:
+    from mtlkit import viz
+    from mtlkit.engine.evaluator import build_eval_model
+    from mtlkit.engine.runtime import load_run_config, resolve_config, select_device
+    from mtlkit.utils.outdir import claim
+
     cfg = resolve_config(load_run_config(args.config, args.overrides))
     device = select_device(cfg["train"]["device"])
     model, meta = build_eval_model(cfg, args.checkpoint, device)
     image_size = (cfg.get("data") or {}).get("image_size")
     class_names = meta.get("classes")  # the data's, for a task without names of its own
-    make_out_dir(args.out)
     names = _unique_names(paths)
+    # the last check: never replace a file of --out that an earlier detect did not write
+    claim(args.out, [f"{n}.png" for n in names] + ["predictions.json"], "detect")
     records: List[Dict[str, Any]] = []
 
     for start in range(0, len(paths), args.batch_size):
@@ -187,6 +238,7 @@ def main(args: argparse.Namespace) -> int:
                 preds[name] = task.rescale(preds[name], net_size, sizes)
         for i, path in enumerate(chunk):
             records.append(image_record(path, sizes[i], preds, i, model, class_names, args.score_threshold))
+            records[-1]["picture"] = f"{names[start + i]}.png"
             panel = _panel(model, preds, i, originals[i], inputs[i].cpu(), args.score_threshold)
             viz.save_image(panel, os.path.join(args.out, f"{names[start + i]}.png"))
 

@@ -21,8 +21,16 @@ Inputs:
 An image without its depth / normal file simply lacks that modality
 (``has["depth"] = False``). Category ids are mapped to contiguous labels
 1..C in increasing id order (``classes[label - 1]`` is the name).
-Annotations with ``iscrowd = 1`` are ignored (like SSD training does), and so
-are boxes with no area. The scene comes from the image-level field
+Category names must differ (two categories of one name would share one
+per-class AP). Annotations with ``iscrowd = 1`` are ignored (like SSD
+training does), and so are boxes with no area.
+
+Every image's header is read once when the set is built (before a run writes
+anything): a missing, unreadable, truncated or oversized image, a size other
+than the JSON's ``width``/``height`` and a box outside its image are found
+then. Images are used upright, by their EXIF orientation (as viewers and
+labelling tools show them), unless the JSON's size is that of the stored
+pixels of a rotated image: its boxes were then drawn on the stored pixels. The scene comes from the image-level field
 ``scene_field`` (default ``"scene"``): a name (looked up in ``scenes``, or
 in the sorted set of names found in the file when ``scenes`` is not given)
 or an integer index; an image without the field has ``has["scene"] = False``.
@@ -43,8 +51,11 @@ from mtlkit.errors import DataError
 
 
 def _load_json(path: str) -> Dict[str, Any]:
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file (expected a COCO detection JSON)")
+    from mtlkit.utils.paths import not_a_file
+
+    reason = not_a_file(path, "a COCO detection JSON")
+    if reason is not None:
+        raise DataError(reason)
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
@@ -104,11 +115,37 @@ class COCODetection(Dataset):
         self._parse(data, scene_field, scenes)
         if size is not None:
             self.records = self.records[: int(size)]
-        missing = [r for r in self.records if not os.path.isfile(os.path.join(self.image_dir, r["file_name"]))]
+        missing = [r for r in self.records if not os.path.lexists(os.path.join(self.image_dir, r["file_name"]))]
         if missing:
             more = f" and {len(missing) - 1} more of {len(self.records)}" if len(missing) > 1 else ""
             raise DataError(f"{os.path.join(self.image_dir, missing[0]['file_name'])}: image {missing[0]['id']} "
                             f"of {ann_file} is missing{more}")
+        self._probe_images()
+
+    def _probe_images(self) -> None:
+        """Read every image's header once, before anything is written: a
+        folder or pipe in place of an image, a file that is no image, cut
+        short or too large, a size other than the JSON's, a box outside its
+        image (:func:`mtlkit.data.images.probe_image`). Also fixes each
+        record's frame: upright by its EXIF orientation unless the JSON's size
+        is that of the stored pixels."""
+        from mtlkit.data.images import probe_image, size_of
+
+        for rec in self.records:
+            path = os.path.join(self.image_dir, rec["file_name"])
+            try:
+                info = probe_image(path)
+            except DataError as exc:
+                raise DataError(f"{exc} (image {rec['id']} of {self.ann_file})") from None
+            (height, width), rec["upright"] = size_of(info, rec["size"])
+            if rec["size"] is not None and tuple(rec["size"]) != (height, width):
+                raise DataError(f"{path}: the image is {width}x{height} pixels but {self.ann_file} says "
+                                f"width {rec['size'][1]}, height {rec['size'][0]} (image {rec['id']})")
+            if rec["size"] is None:
+                for k, box in zip(rec["anns"], rec["boxes"]):
+                    _check_inside(self.ann_file, f"annotations[{k}]",
+                                  [box[0], box[1], box[2] - box[0], box[3] - box[1]], (height, width))
+            rec["size"] = (height, width)
 
     def _parse(self, data: Dict[str, Any], scene_field: str, scenes: Optional[List[str]]) -> None:
         path = self.ann_file
@@ -124,6 +161,13 @@ class COCODetection(Dataset):
         ids = [c[0] for c in cats]
         if len(set(ids)) != len(ids):
             raise DataError(f"{path}: categories repeat an id")
+        first_of: Dict[str, int] = {}
+        for k, (_, name) in enumerate(cats):
+            if name in first_of:
+                raise DataError(f"{path}: categories[{k}] repeats the name '{name}' of "
+                                f"categories[{first_of[name]}]: their boxes would be counted as one class in "
+                                f"the per-class AP; give each category its own name")
+            first_of[name] = k
         cats.sort()
         self.category_ids = [c[0] for c in cats]
         self.classes = [c[1] for c in cats]
@@ -212,23 +256,18 @@ class COCODetection(Dataset):
         return None
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
-        from PIL import Image
+        from mtlkit.data.images import read_rgb
 
         rec = self.records[index]
         image_path = os.path.join(self.image_dir, rec["file_name"])
         try:
-            with Image.open(image_path) as im:
-                rgb = np.asarray(im.convert("RGB"))
-        except (OSError, FileNotFoundError) as exc:
-            raise DataError(f"{image_path}: cannot read image {rec['id']} ({exc})") from None
+            rgb = read_rgb(image_path, upright=rec.get("upright", True))
+        except DataError as exc:
+            raise DataError(f"{exc} (image {rec['id']} of {self.ann_file})") from None
         height, width = rgb.shape[:2]
-        if rec["size"] is not None and tuple(rec["size"]) != (height, width):
+        if tuple(rec["size"]) != (height, width):  # the file changed since the set was built
             raise DataError(f"{image_path}: the image is {width}x{height} pixels but {self.ann_file} says "
                             f"width {rec['size'][1]}, height {rec['size'][0]} (image {rec['id']})")
-        if rec["size"] is None:
-            for k, box in zip(rec["anns"], rec["boxes"]):
-                _check_inside(self.ann_file, f"annotations[{k}]",
-                              [box[0], box[1], box[2] - box[0], box[3] - box[1]], (height, width))
         sample: Dict[str, Any] = {
             "image": torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(255.0),
             "boxes": torch.tensor(rec["boxes"], dtype=torch.float32).reshape(-1, 4),
@@ -311,10 +350,6 @@ def _load_npy(path: str) -> np.ndarray:
 
 
 def _load_png(path: str) -> np.ndarray:
-    from PIL import Image
+    from mtlkit.data.images import open_checked
 
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be read as an image ({exc})") from None
+    return np.asarray(open_checked(path, upright=False))

@@ -356,6 +356,8 @@ def prepare_nyuv2(mat: str, splits: str, out: str, normals: Optional[str] = None
         parts["test"] = test
         eigen = EigenNormals(normals, normals_index_base) if normals else None
         scene_names = sorted(set(source.scene_types))
+        for split in parts:
+            _check_replaceable(cache_path(out, split))
         os.makedirs(out, exist_ok=True)
         written = {}
         for split, idx in parts.items():
@@ -366,6 +368,23 @@ def prepare_nyuv2(mat: str, splits: str, out: str, normals: Optional[str] = None
         return written
     finally:
         source.close()
+
+
+def _check_replaceable(path: str) -> None:
+    """A cache file may be replaced (rebuilt) only if it is one: an HDF5 file
+    carrying this module's attributes. Anything else at that name is the
+    user's, and is refused before any work."""
+    if not os.path.lexists(path):
+        return
+    h5py = _h5py()
+    try:
+        with h5py.File(path, "r") as f:
+            ours = "version" in f.attrs and "split" in f.attrs and "fingerprint" in f.attrs
+    except OSError:
+        ours = False
+    if not ours:
+        raise DataError(f"{path} exists and is not an NYUv2 cache mtlkit wrote: it would be replaced; "
+                        f"move it or choose another --out")
 
 
 def _write_split(source: MatSource, split: str, indices: np.ndarray, out: str,

@@ -39,23 +39,45 @@ def _meta(config: dict, count: int, complete: bool) -> dict:
             "scenes": list(SCENES), "config": config, "count": count, "complete": complete}
 
 
+#: what a set holds besides its dataset.json (never written over in a folder without one)
+WRITTEN_NAMES = ("samples", "preview.png", storage.PACK_DIR)
+
+
+def _refuse_foreign(out: str) -> None:
+    """A folder without dataset.json holding what a set would write (an empty
+    ``samples/`` aside: a render killed before its first write) is not a set
+    this module wrote: refused, never written over."""
+    for name in WRITTEN_NAMES:
+        path = os.path.join(out, name)
+        if not os.path.lexists(path):
+            continue
+        if name == "samples" and os.path.isdir(path) and not os.listdir(path):
+            continue
+        raise DataError(f"--out {out} already holds {name} but no dataset.json: it is not a set "
+                        f"'mtlkit data synth' wrote, and would be overwritten; choose another --out")
+
+
 def write_set(out: str, num: int, seed: int, split: str, options: RenderOptions, workers: int = 1,
               progress: bool = True, preview: bool = True, pack: bool = False) -> Tuple[int, int]:
     """Render samples 0..num-1 of (seed, split) into ``out`` (the layout of
     :mod:`.storage`), skipping those already there; with ``pack`` also stack
     them into ``out/pack/``. Returns (samples rendered now, samples in the set).
 
-    :raises DataError: when ``out`` holds a set of other options.
+    :raises DataError: when ``out`` holds a set of other options, or files
+        of a set without its ``dataset.json`` (not a set written here).
     """
     config = _config(seed, split, options)
     meta_path = os.path.join(out, "dataset.json")
     existing = 0
     if os.path.exists(meta_path):
+        # a set written here before: its dataset.json says so (or this refuses a foreign one)
         previous = storage.read_dataset_json(out, require_complete=False)
         if previous["config"] != config:
             raise DataError(f"{meta_path} was written with a different configuration "
                             f"({previous['config']}); use another --out folder or the same options")
         existing = int(previous["count"])
+    else:
+        _refuse_foreign(out)
     os.makedirs(os.path.join(out, "samples"), exist_ok=True)
     todo = [i for i in range(num) if not os.path.exists(storage.sample_path(out, i))]
     count = max(num, existing)
