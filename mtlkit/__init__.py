@@ -14,7 +14,10 @@ __all__ = ["__version__", "hookimpl", "MtlkitError", "ConfigError", "DataError",
 
 def build_model(cfg, image_size=None, validated: bool = False):
     """Build a multi-task model from a config path or dict (see
-    :func:`mtlkit.models.compose.build_model` for the arguments)."""
+    :func:`mtlkit.models.compose.build_model` for the arguments). Its
+    ``model(images)`` checks the images first (:mod:`mtlkit.models.inputs`:
+    a clear error for a uint8, NaN, HWC or 4-channel batch)."""
+    from mtlkit.models import inputs
     from mtlkit.models.compose import build_model as _build
 
-    return _build(cfg, image_size=image_size, validated=validated)
+    return inputs.install(_build(cfg, image_size=image_size, validated=validated))

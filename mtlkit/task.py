@@ -65,6 +65,11 @@ class Task(abc.ABC):
     #: name of a task whose ``has`` flags apply when the batch carries none for
     #: this task (e.g. targets computed from the primary task's boxes)
     derived_from: ClassVar[Optional[str]] = None
+    #: the dataset attribute listing this task's label names (e.g. ``"scenes"``):
+    #: before a run writes anything, the data's names are checked against the
+    #: task's ``names`` / ``num_classes`` options and the checkpoint's
+    #: (:func:`mtlkit.engine.checks.check_label_names`)
+    label_names_attr: ClassVar[Optional[str]] = None
     #: the metrics a summary table shows for this task: metric name (a key of
     #: its metric's ``compute()``) -> (column title, factor applied for display)
     headline_metrics: ClassVar[Dict[str, Tuple[str, float]]] = {}
@@ -107,8 +112,10 @@ class Task(abc.ABC):
     # -- what the engine and the commands ask for (all optional) -------------
     def sample_mask(self, batch: Dict[str, Any], batch_size: int,
                     device: Optional[torch.device] = None) -> torch.Tensor:
-        """(B,) bool: which samples carry this task's label (:func:`labelled`)."""
-        return labelled(batch, self.name, batch_size, self.derived_from, device)
+        """(B,) bool: which samples carry this task's label (:func:`labelled`;
+        the label is in ``batch[batch_keys[0]]``)."""
+        return labelled(batch, self.name, batch_size, self.derived_from, device,
+                        key=self.batch_keys[0] if self.batch_keys else None)
 
     def rescale(self, prediction: Any, from_size: Tuple[int, int],
                 to_sizes: Sequence[Tuple[int, int]]) -> Any:
@@ -222,23 +229,35 @@ class AuxiliaryTask(Task):
 
 
 def labelled(batch: Mapping[str, Any], task: str, batch_size: int, derived_from: Optional[str] = None,
-             device: Optional[torch.device] = None) -> torch.Tensor:
+             device: Optional[torch.device] = None, key: Optional[str] = None) -> torch.Tensor:
     """The one label-present rule, shared by the losses and the metrics.
 
     (B,) bool: which samples of ``batch`` carry ``task``'s label, read from
     ``batch["has"][task]``; when the batch has no entry for the task, that of
     ``derived_from`` (a task whose labels this one's are computed from); when
-    neither, every sample. Raises ``ValueError`` when the flags do not have B
-    entries."""
+    neither, every sample. ``key`` is the batch key holding the label (the
+    task's first :attr:`Task.batch_keys`): a batch without it carries no
+    label for the task (a dataset without that modality, e.g. COCO images
+    without depth), unless its flags say some sample does, which is a
+    :class:`~mtlkit.errors.DataError` (the loss would silently be 0). Raises
+    ``ValueError`` when the flags do not have B entries."""
     has = batch.get("has") or {}
     flags = has.get(task)
     if flags is None and derived_from is not None:
         flags = has.get(derived_from)
+    missing = key is not None and batch.get(key) is None
     if flags is None:
-        return torch.ones(batch_size, dtype=torch.bool, device=device)
+        fill = not missing
+        return torch.full((batch_size,), fill, dtype=torch.bool, device=device)
     flags = torch.as_tensor(flags, dtype=torch.bool, device=device).reshape(-1)
     if flags.numel() != batch_size:
         raise ValueError(f"batch['has'][{task!r}] has {flags.numel()} entries for a batch of {batch_size}")
+    if missing and bool(flags.any()):
+        from mtlkit.errors import DataError
+
+        raise DataError(f"batch['has'][{task!r}] marks {int(flags.sum())} of {batch_size} sample(s) as "
+                        f"labelled but the batch has no {key!r}: the dataset must give each labelled "
+                        f"sample its {key!r} (or mark it has[{task!r}] = False)")
     return flags
 
 

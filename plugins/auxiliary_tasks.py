@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from mtlkit import hookimpl
 from mtlkit.errors import ConfigError
+from mtlkit.models.inputs import check_class_labels
 from mtlkit.task import AuxiliaryTask, downsample_masked, zero_loss
 
 
@@ -45,6 +46,7 @@ class SceneTask(AuxiliaryTask):
     """
 
     batch_keys = ("scene",)
+    label_names_attr = "scenes"  # the data's scene names, checked against ``names``
     headline_metrics = {"top1": ("top-1 %", 100.0)}
     defaults = {"num_classes": 27, "group": 1, "names": None}
 
@@ -59,8 +61,8 @@ class SceneTask(AuxiliaryTask):
         keep = self.sample_mask(batch, prediction.shape[0], prediction.device)
         if "scene" not in batch or not bool(keep.any()):
             return zero_loss(prediction)
-        target = torch.as_tensor(batch["scene"], device=prediction.device).long().reshape(-1)
-        return F.cross_entropy(prediction[keep].float(), target[keep])
+        target = check_class_labels("scene", batch["scene"], prediction.shape[1], prediction.shape[0], keep)
+        return F.cross_entropy(prediction[keep].float(), target.to(prediction.device)[keep])
 
     def postprocess(self, prediction: torch.Tensor, image_size: Tuple[int, int]) -> torch.Tensor:
         """(B, S) logits -> (B, S) probabilities."""
@@ -140,7 +142,8 @@ class DepthTask(AuxiliaryTask):
         valid = depth > float(self.options["min_depth"])
         if batch.get("depth_mask") is not None:
             valid &= torch.as_tensor(batch["depth_mask"], device=device).bool()
-        log_depth = torch.log(depth.clamp_min(float(self.options["min_depth"]))) * valid
+        # where, not a product: a NaN depth (invalid, like a negative one) must not make a NaN target
+        log_depth = torch.where(valid, torch.log(depth.clamp_min(float(self.options["min_depth"]))), 0.0)
         return downsample_masked(log_depth, valid, size)
 
     def loss(self, prediction: torch.Tensor, batch: Dict[str, Any]) -> torch.Tensor:
@@ -223,7 +226,8 @@ class NormalsTask(AuxiliaryTask):
 
     def targets(self, batch: Dict[str, Any], size: Tuple[int, int],
                 device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
-        normals = torch.as_tensor(batch["normals"], device=device).float()
+        # a NaN / inf vector becomes 0, which the rule below marks invalid
+        normals = torch.as_tensor(batch["normals"], device=device).float().nan_to_num(0.0, 0.0, 0.0)
         # a sum of squares, not .norm(dim=1): the channel-dim norm of an NCHW
         # tensor takes a slow strided path on CPU (20 ms for 16x3x120x160)
         valid = (normals * normals).sum(dim=1, keepdim=True) > 1e-12

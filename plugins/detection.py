@@ -14,6 +14,7 @@ import torch
 
 from mtlkit import hookimpl, ops
 from mtlkit.errors import ConfigError, DataError
+from mtlkit.models.inputs import check_boxes
 from mtlkit.models.ssd import SSDHead, device_targets, multibox_loss, normalised_targets
 from mtlkit.task import PRIMARY, Task
 
@@ -103,6 +104,10 @@ class DetectionTask(Task):
                                   or len(names) != o["num_classes"]):
             raise ConfigError(f"{where}.class_names: expected a list of num_classes="
                               f"{o['num_classes']} names, got {names!r}")
+        if names is not None and len({str(n) for n in names}) != len(names):
+            twice = next(str(n) for k, n in enumerate(names) if str(n) in map(str, names[:k]))
+            raise ConfigError(f"{where}.class_names: '{twice}' is listed twice; each class needs its own "
+                              f"name (the per-class AP is reported by name)")
         self.num_classes = int(o["num_classes"])
         #: detached loss parts of the last :meth:`loss` call (for logging)
         self.last_loss_parts: Dict[str, torch.Tensor] = {}
@@ -126,14 +131,22 @@ class DetectionTask(Task):
         """MultiBox loss (see :func:`mtlkit.models.ssd.multibox_loss`), masked per
         sample by ``batch["has"]["detection"]`` (all samples when absent).
 
-        The targets cost one host synchronisation (the label check) when
-        ``match_iou > 0`` (:func:`~mtlkit.models.ssd.device_targets`); with
-        ``match_iou == 0`` degenerate boxes must be dropped, one sync per image."""
+        The targets cost one host synchronisation (the checks of boxes and
+        labels, :func:`mtlkit.models.inputs.check_boxes`) when ``match_iou >
+        0`` (:func:`~mtlkit.models.ssd.device_targets`); with ``match_iou ==
+        0`` degenerate boxes must be dropped, one sync per image."""
         loc, conf, priors = prediction["loc"], prediction["conf"], prediction["priors"]
         mask = self.sample_mask(batch, conf.shape[0])
+        if not isinstance(batch.get("image"), torch.Tensor):
+            raise DataError("batch['image'] is missing: the detection loss needs it for the size the boxes "
+                            "are in (xyxy pixels of batch['image'])")
         image_size = tuple(batch["image"].shape[-2:])
+        if batch.get("boxes") is None and batch.get("labels") is None and not bool(mask.any()):
+            return conf.sum() * 0.0  # no detection label in this batch
+        # one host sync for every check of the targets: structure, boxes, label range
+        lo, hi = check_boxes(batch.get("boxes"), batch.get("labels"), image_size, conf.shape[0], mask)
+        self._check_labels(lo, hi)
         labels = [torch.as_tensor(l).reshape(-1) for l in batch["labels"]]
-        self._check_labels(labels, mask)
         match_iou = float(self.options["match_iou"])
         if match_iou > 0:
             boxes, labels = device_targets(batch["boxes"], labels, image_size, mask=mask, device=priors.device)
@@ -149,18 +162,10 @@ class DetectionTask(Task):
         self.last_loss_parts = {k: v for k, v in out.items() if k != "loss"}
         return out["loss"]
 
-    def _check_labels(self, labels: Sequence[torch.Tensor], mask: torch.Tensor) -> None:
-        """Labels of the labelled samples (``mask``) in 1..num_classes, else
-        :class:`LabelError`; one host sync (their min and max read together)."""
-        present = [(i, l) for i, l in enumerate(labels) if l.numel()]
-        if not present:
-            return
-        device = present[0][1].device
-        mask = mask.to(device, non_blocking=True)
-        big = torch.iinfo(torch.int64).max
-        flat = torch.cat([l.to(device, torch.int64, non_blocking=True) for _, l in present])
-        used = torch.cat([mask[i].expand(l.numel()) for i, l in present])
-        lo, hi = torch.stack([torch.where(used, flat, big).min(), torch.where(used, flat, -big).max()]).tolist()
+    def _check_labels(self, lo: int, hi: int) -> None:
+        """The labels of the labelled samples, lowest ``lo`` and highest ``hi``
+        (:func:`mtlkit.models.inputs.check_boxes`; ``lo > hi`` when there are
+        none), in 1..num_classes, else :class:`LabelError`."""
         if lo <= hi and (lo < 1 or hi > self.num_classes):
             raise LabelError(f"detection labels must be in 1..{self.num_classes} (0 is background), "
                              f"got {lo}..{hi}: does model.tasks.{self.name}.num_classes fit the data?")

@@ -92,18 +92,76 @@ def _classes_of(dataset: Any) -> Optional[List[str]]:
     return [str(c) for c in classes] if classes is not None else None
 
 
-def _first_difference(a: Sequence[str], b: Sequence[str], a_name: str, b_name: str) -> str:
+def _first_difference(a: Sequence[str], b: Sequence[str], a_name: str, b_name: str, first: int = 1,
+                      what: str = "classes") -> str:
+    """Where two name lists differ, in words (labels counted from ``first``)."""
     for i, (x, y) in enumerate(zip(a, b)):
         if x != y:
-            return f"label {i + 1} is '{x}' in the {a_name} and '{y}' in the {b_name}"
-    return f"{len(a)} classes in the {a_name}, {len(b)} in the {b_name}"
+            return f"label {i + first} is '{x}' in the {a_name} and '{y}' in the {b_name}"
+    return f"{len(a)} {what} in the {a_name}, {len(b)} in the {b_name}"
+
+
+def _is_index_names(names: Sequence[str]) -> bool:
+    """Names that are only the indices ("0", "1", ...): data labelled by index, without names."""
+    return list(names) == [str(i) for i in range(len(names))]
+
+
+def check_label_names(model: Any, datasets: Sequence[Tuple[str, Any]],
+                      checkpoint_names: Optional[Mapping[str, Sequence[str]]] = None) -> None:
+    """The label names of the data agree with those of each task that names
+    the dataset attribute listing them (:attr:`mtlkit.task.Task.label_names_attr`,
+    e.g. the scene task's ``"scenes"``): no more labels than the task's
+    ``num_classes``, and label ``i`` the same name in the data as in the task's
+    ``names`` option and in the checkpoint (``checkpoint_names``: attribute ->
+    the names of the data the checkpoint was trained on). A scene index means
+    a name: without this check, index 0 of one set's sorted names becomes
+    another set's "bathroom" silently."""
+    from mtlkit.engine.runtime import dataset_attr
+
+    for task_name, task in (getattr(model, "tasks", None) or {}).items():
+        attr = getattr(task, "label_names_attr", None)
+        if not attr:
+            continue
+        options = getattr(task, "options", None) or {}
+        where = f"model.tasks.{task_name}"
+        number = options.get("num_classes")
+        names = options.get("names")
+        for split, dataset in datasets:
+            data_names = dataset_attr(dataset, attr)
+            if data_names is None:
+                continue
+            data_names = [str(n) for n in data_names]
+            if isinstance(number, int) and len(data_names) > number:
+                raise ConfigError(f"{where}.num_classes is {number} but the data of split '{split}' has "
+                                  f"{len(data_names)} {attr} ({', '.join(data_names[:5])}"
+                                  f"{', ...' if len(data_names) > 5 else ''})")
+            if _is_index_names(data_names):
+                continue  # labelled by index: nothing to compare
+            if names is not None:
+                model_names = [str(n) for n in names]
+                if model_names[:len(data_names)] != data_names:
+                    raise ConfigError(
+                        f"the {attr} of the data of split '{split}' do not match {where}.names "
+                        f"({_first_difference(model_names, data_names, 'model', 'data', first=0, what=attr)}); "
+                        f"list them in the model's order in the dataset's '{attr}' option: {model_names}")
+            trained = (checkpoint_names or {}).get(attr)
+            if trained is not None and not _is_index_names([str(n) for n in trained]) \
+                    and [str(n) for n in trained][:len(data_names)] != data_names:
+                raise DataError(
+                    f"the checkpoint was trained on other {attr} than the data of split '{split}' "
+                    f"({_first_difference([str(n) for n in trained], data_names, 'checkpoint', 'data', first=0, what=attr)}); "
+                    f"give the dataset the checkpoint's {attr} in that order: {list(trained)}")
 
 
 def check_classes(model: Any, train_dataset: Any, val_dataset: Any = None,
-                  checkpoint_classes: Optional[Sequence[str]] = None, split: str = "train") -> None:
+                  checkpoint_classes: Optional[Sequence[str]] = None,
+                  checkpoint_scenes: Optional[Sequence[str]] = None, split: str = "train") -> None:
     """The object classes of the data agree with the primary task's: as many as
     ``num_classes``, the same names in the same order as the task's
-    ``class_names`` (when set), the validation split's and the checkpoint's."""
+    ``class_names`` (when set), the validation split's and the checkpoint's.
+    The other tasks' label names (scenes) are checked by :func:`check_label_names`."""
+    check_label_names(model, [(split, train_dataset)] + ([("val", val_dataset)] if val_dataset is not None else []),
+                      {"scenes": checkpoint_scenes} if checkpoint_scenes is not None else None)
     primary = getattr(model, "primary", None)
     task = getattr(model, "tasks", {}).get(primary) if primary else None
     num_classes = getattr(task, "num_classes", None)

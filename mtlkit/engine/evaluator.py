@@ -7,10 +7,16 @@ primary task turns its predictions into the run's results file
 (:meth:`mtlkit.task.Task.results`, ``detections.json``) and its per-class
 figures (:meth:`mtlkit.task.Task.per_class`, ``per_class_ap``).
 :func:`write_eval_outputs` writes them.
+
+A task none of whose samples carries a label (data without that modality:
+COCO images without depth) has no figures: its entry is ``{}``, listed under
+``"absent"`` in ``metrics.json`` and shown as such by the summary table.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -90,9 +96,18 @@ def evaluate_model(model: nn.Module, dataset, batch_size: int, collate_fn, devic
             wrote = any(p[0] for p in parts)
             results = [d for p in parts for d in p[1]]
             results.sort(key=lambda d: (d["image_id"], -d["score"]))
-    values = {name: {k: float(v) for k, v in metric.compute().items() if _is_number(v)}
+    values = {name: _present({k: float(v) for k, v in metric.compute().items() if _is_number(v)})
               for name, metric in metrics.items()}
     return values, metrics, (results if export_detections and wrote else None)
+
+
+def _present(figures: Dict[str, float]) -> Dict[str, float]:
+    """A task's figures, or ``{}`` when every one is NaN: no sample of the
+    split carried its label (a dataset without that modality), so it has no
+    metric — reported as absent, not as NaN."""
+    if figures and all(math.isnan(v) for v in figures.values()):
+        return {}
+    return figures
 
 
 def _cpu_metric(metric: Any) -> Any:
@@ -151,7 +166,14 @@ def evaluate(cfg: Any, checkpoint: Optional[str], out_dir: Optional[str] = None,
     cfg = run_config(cfg, overrides)
     data = cfg.get("data") or {}
     split = split or cfg["eval"]["split"]
-    with device_session(cfg["train"]) as device:
+    if out_dir is not None:
+        _check_eval_out(out_dir, checkpoint)
+    with device_session(cfg["train"]) as device, contextlib.ExitStack() as stack:
+        if out_dir is not None:
+            from mtlkit.utils.runlock import RunLock
+
+            stack.enter_context(RunLock(out_dir, enabled=dist.is_main()))
+            _check_eval_out(out_dir, checkpoint)  # again, now that no other process writes there
         if dataset is None:
             if data.get(split) is None:
                 raise ConfigError(f"data.{split} is missing: nothing to evaluate on")
@@ -162,15 +184,11 @@ def evaluate(cfg: Any, checkpoint: Optional[str], out_dir: Optional[str] = None,
         if collate_fn is None:
             from mtlkit.data import collate as collate_fn
         meta: Dict[str, Any] = {}
-        if out_dir is not None:
-            from mtlkit.utils.io import check_out_dir
-
-            check_out_dir(out_dir)
         if model is None:
             model, meta = build_eval_model(cfg, checkpoint, device, use_ema)
             from mtlkit.engine.checks import check_classes
 
-            check_classes(model, dataset, None, meta.get("classes"), split=split)
+            check_classes(model, dataset, None, meta.get("classes"), meta.get("scenes"), split=split)
         else:
             model = model.to(device).eval()
         amp = amp_dtype_for(cfg["train"], device)
@@ -179,12 +197,38 @@ def evaluate(cfg: Any, checkpoint: Optional[str], out_dir: Optional[str] = None,
             model, dataset, batch_size, collate_fn, device, workers,
             export_detections=out_dir is not None and bool(cfg["eval"]["export_detections"]), amp_dtype=amp)
         if out_dir is not None and dist.is_main():
+            from mtlkit.utils.outdir import claim
+
+            claim(out_dir, EVAL_OUTPUTS, "eval")
             classes = dataset_attr(dataset, "classes") or meta.get("classes")
             write_eval_outputs(out_dir, values, metrics, detections, classes,
                                iteration=meta.get("iteration"), plots=plots,
                                primary=model.tasks.get(getattr(model, "primary", None)),
                                checkpoint=checkpoint)
         return values
+
+
+#: what :func:`evaluate` writes into its ``out_dir``
+EVAL_OUTPUTS = ("metrics.json", "detections.json", "per_class_ap.png")
+
+
+def _check_eval_out(out_dir: str, checkpoint: Optional[str]) -> None:
+    """``out_dir`` usable, and none of :data:`EVAL_OUTPUTS` there unless an
+    earlier evaluation wrote it: a training run's ``metrics.json`` (or a
+    user's file) is never replaced."""
+    from mtlkit.utils.io import check_out_dir
+    from mtlkit.utils.outdir import OutputExists, conflicts
+
+    check_out_dir(out_dir)
+    found = conflicts(out_dir, EVAL_OUTPUTS, "eval") if os.path.isdir(out_dir) else {}
+    if found:
+        name, by = next(iter(found.items()))
+        origin = (f"written by `mtlkit {by}`" if by else
+                  "not written by an earlier `mtlkit eval` (a training run's file, or the user's)")
+        default = (f" (the default is {os.path.join(os.path.dirname(os.path.abspath(checkpoint)), 'eval_<split>')})"
+                   if checkpoint else "")
+        raise OutputExists(f"--out {out_dir} already holds {name}, {origin}: `mtlkit eval` would replace it; "
+                           f"choose another --out{default}")
 
 
 def write_eval_outputs(out_dir: str, values: Mapping[str, Mapping[str, float]], metrics: Mapping[str, Any],
@@ -197,6 +241,9 @@ def write_eval_outputs(out_dir: str, values: Mapping[str, Mapping[str, float]], 
     figures (:meth:`~mtlkit.task.Task.per_class`) are written and plotted."""
     os.makedirs(out_dir, exist_ok=True)
     record: Dict[str, Any] = {"metrics": values}
+    absent = sorted(task for task, figures in values.items() if not figures)
+    if absent:
+        record["absent"] = absent  # tasks without any labelled sample in the split
     if iteration is not None:
         record["iteration"] = iteration
     if checkpoint is not None:

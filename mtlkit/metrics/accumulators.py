@@ -4,7 +4,8 @@ Each has ``update(prediction, batch)``, ``compute() -> dict[str, float]`` and
 ``merge(other)`` (exact: merging the accumulators of two halves of a set gives the
 accumulator of the whole set), holds only CPU numpy data and pickles (for
 gathering across DDP ranks). Only the samples with ``batch["has"][task]`` True
-count (all of them when the batch has no such entry).
+count (all of them when the batch has no such entry); a batch without the
+label's key (data without that modality) counts for nothing.
 
 ``compute()`` on an accumulator that saw nothing returns the usual keys with NaN
 values; it never raises.
@@ -24,24 +25,26 @@ from mtlkit.task import labelled
 
 
 def _has(batch: Dict[str, Any], task: Optional[str], size: int,
-         derived_from: Optional[str] = None) -> np.ndarray:
+         derived_from: Optional[str] = None, key: Optional[str] = None) -> np.ndarray:
     """(B,) bool: which samples of the batch carry the task's label, by the
-    rule the losses use (:func:`mtlkit.task.labelled`); every sample when the
-    metric was made without a task name."""
+    rule the losses use (:func:`mtlkit.task.labelled`: a batch without the
+    label's ``key`` carries none); every sample holding ``key`` when the metric
+    was made without a task name."""
     if task is None:
-        return np.ones(size, dtype=bool)
-    return labelled(batch, task, size, derived_from).numpy()
+        return np.full(size, key is None or batch.get(key) is not None, dtype=bool)
+    return labelled(batch, task, size, derived_from, key=key).numpy()
 
 
 def _dense_inputs(prediction: Any, batch: Dict[str, Any], task: Optional[str], key: str,
                   derived_from: Optional[str] = None) -> Optional[Tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
     """(prediction, GT on its device, has) of a dense task, or None when no
-    sample of the batch carries the task's label."""
+    sample of the batch carries the task's label (a batch without ``key``
+    carries none: data without that modality)."""
     pred = torch.as_tensor(prediction)
-    gt = torch.as_tensor(batch[key], device=pred.device)
-    has = _has(batch, task, pred.shape[0], derived_from)
+    has = _has(batch, task, pred.shape[0], derived_from, key)
     if not has.any():
         return None
+    gt = torch.as_tensor(batch[key], device=pred.device)
     return pred, gt, has
 
 
@@ -104,6 +107,9 @@ class DetectionMetric:
             num_classes = len(class_names)
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+        if class_names is not None and len({str(n) for n in class_names}) != len(class_names):
+            raise ValueError(f"class names repeat a name ({list(class_names)}): their per-class AP "
+                             f"would merge")
         self.task, self.derived_from = task, derived_from
         self.num_classes = int(num_classes)
         self.class_names = [str(n) for n in class_names] if class_names is not None else [
@@ -118,7 +124,7 @@ class DetectionMetric:
 
     def update(self, prediction: Sequence[Dict[str, Any]], batch: Dict[str, Any]) -> None:
         b = len(prediction)
-        has = _has(batch, self.task, b, self.derived_from)
+        has = _has(batch, self.task, b, self.derived_from, key="boxes")
         meta = batch.get("meta")
         if meta is None or len(meta) != b:
             raise ValueError("DetectionMetric.update needs batch['meta'] with an 'id' per sample")
@@ -321,7 +327,9 @@ class SceneMetric:
 
     def update(self, prediction: torch.Tensor, batch: Dict[str, Any]) -> None:
         pred = torch.as_tensor(prediction)
-        has = _has(batch, self.task, pred.shape[0], self.derived_from)
+        has = _has(batch, self.task, pred.shape[0], self.derived_from, self.key)
+        if not has.any():
+            return
         self.counts += dense.scene_counts(pred, batch[self.key], torch.as_tensor(has))
 
     def merge(self, other: "SceneMetric") -> "SceneMetric":

@@ -21,7 +21,8 @@ def summary(results: Mapping[str, Mapping[str, float]], per_class: bool = False,
 
     Keys holding a "/" (per-class figures such as ``AP/chair``) are shown only with
     ``per_class=True``; non-numeric values (e.g. a nested ``per_class`` dict) are
-    skipped. A task with no figure shows a dash.
+    skipped. A task with no figure shows a dash, or "(no labelled sample)" when
+    its entry is empty (no sample of the split carried its label).
 
     Example::
 
@@ -38,7 +39,7 @@ def summary(results: Mapping[str, Mapping[str, float]], per_class: bool = False,
             if not isinstance(v, Mapping) and (per_class or "/" not in str(k))
         ]
         if not shown:
-            rows.append((str(task), "-", ""))
+            rows.append((str(task), "-" if values else "(no labelled sample)", ""))
         for i, (k, v) in enumerate(shown):
             rows.append((str(task) if i == 0 else "", str(k), _fmt(v, digits)))
     header = ("task", "metric", "value")
