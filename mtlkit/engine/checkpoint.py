@@ -75,49 +75,117 @@ def preserved_rng() -> Iterator[None]:
 
 
 def save_checkpoint(state: Mapping[str, Any], path: str) -> None:
-    """``torch.save`` ``state`` to ``path`` atomically."""
+    """``torch.save`` ``state`` to ``path`` atomically; first remove the
+    temporary files of ``path`` a killed writer left (a SIGKILL mid-write
+    leaves ``.last.pt.<host>.<pid>.<random>.tmp``)."""
+    from mtlkit.utils.io import remove_stale_temps
+
+    remove_stale_temps(path)
     with atomic_write(path, "wb") as handle:
         torch.save(dict(state, format=FORMAT), handle)
 
 
 def load_checkpoint(path: str, map_location: Any = "cpu") -> Dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``; one clear line for a
-    missing, empty, foreign or unreadable file."""
+    missing, empty, foreign or unreadable file (a folder, a pipe or a device
+    is named as such, never opened), and for an ``iteration`` that is not a
+    number of steps. Temporary files a killed writer left beside it are
+    removed (:func:`mtlkit.utils.io.remove_stale_temps`)."""
+    import warnings
+
+    from mtlkit.utils.io import remove_stale_temps
+    from mtlkit.utils.paths import kind_of, not_a_file
+
     path = os.fspath(path)
-    if os.path.isdir(path):
+    kind = kind_of(path)
+    if kind == "folder":
         raise DataError(f"checkpoint {path} is a directory, expected a file such as OUT/last.pt")
-    if not os.path.isfile(path):
+    if kind == "missing":
         raise DataError(f"checkpoint not found: {path}")
+    reason = not_a_file(path, "a checkpoint file such as OUT/last.pt")
+    if reason is not None:
+        raise DataError(f"checkpoint {reason}")
     if os.path.getsize(path) == 0:
         raise DataError(f"{path} is not a checkpoint: the file is empty (0 bytes)")
+    remove_stale_temps(path)
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about foreign pickle protocols
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling problem is a bad file
         raise DataError(f"cannot read checkpoint {path}: not a checkpoint ({_load_reason(exc)})") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), Mapping):
         raise DataError(f"{path} is not an mtlkit checkpoint (no 'model' state dict)")
+    if "iteration" in ckpt:
+        ckpt["iteration"] = _iteration(ckpt["iteration"], path)
     return ckpt
+
+
+def _iteration(value: Any, path: str) -> int:
+    """The checkpoint's ``iteration`` as an int >= 0 (a 0-d integer tensor is accepted)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point() \
+            and value.dtype != torch.bool:
+        value = int(value.item())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DataError(f"checkpoint {path}: 'iteration' is {value!r}, expected a number of optimiser steps "
+                        f">= 0 (a damaged or hand-edited checkpoint)")
+    return value
+
+
+#: what a checkpoint needs to continue a run exactly (a weights-only file has only "model")
+RESUME_KEYS = ("iteration", "optimizer", "rng", "data")
+
+
+def check_resumable(ckpt: Mapping[str, Any], path: str) -> None:
+    """Refuse to resume from a checkpoint lacking the states a resume
+    restores (a weights-only file, e.g. ``mtlkit pretrain``'s, which
+    ``mtlkit eval`` accepts): one line naming what is missing."""
+    missing = [k for k in RESUME_KEYS if k not in ckpt]
+    if missing:
+        raise DataError(f"checkpoint {path} holds weights only (no {', '.join(repr(k) for k in missing)}): it "
+                        f"can be evaluated but not resumed; start a new run (weights for initialisation "
+                        f"go in model.backbone.weights)")
+    if not isinstance(ckpt.get("data"), Mapping) or not all(
+            isinstance(ckpt["data"].get(k), int) for k in ("epoch", "batch", "batch_size", "world_size")):
+        raise DataError(f"checkpoint {path}: its 'data' position is damaged (expected epoch, batch, batch_size, "
+                        f"world_size as integers)")
 
 
 def _load_reason(exc: BaseException) -> str:
     """What ``torch.load(weights_only=True)`` found wrong, without its advice
-    to load with ``weights_only=False`` (which would run the file's code)."""
+    to load with ``weights_only=False`` (which would run the file's code) and
+    the rest of its boilerplate."""
     text = str(exc)
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        detail = next((line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()), "")
+    sentences = [p.strip().rstrip(".") for line in text.replace("WeightsUnpickler error:", "\n").splitlines()
+                 for p in line.split(". ")]
+    detail = next((p for p in sentences if p and not _boilerplate(p)), "")
+    if "weights only load failed" in text.lower() or "WeightsUnpickler" in text:
         if "global" in detail.lower():
             return (f"it holds other objects than tensors and plain Python types, refused unloaded: "
                     f"{detail}")
         return f"not a PyTorch file of tensors and plain Python types: {detail or 'unreadable'}"
-    return _first_line(exc)
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+#: sentences of torch's load errors that explain torch, not the file (and the
+#: advice to run the file's code: never shown)
+_BOILERPLATE = ("weights only load failed", "weights_only", "please file an issue", "check the documentation",
+                "if you are seeing this error", "this can happen if", "arbitrary code execution",
+                "internal miniz error", "only if you got the file", "in pytorch 2.6")
+
+
+def _boilerplate(sentence: str) -> bool:
+    low = sentence.lower()
+    return any(b in low for b in _BOILERPLATE)
 
 
 def _first_line(exc: BaseException) -> str:
-    """``Type: first line of the message`` (torch's unpickling errors span many lines)."""
-    text = str(exc).strip().splitlines()
-    first = next((line.strip() for line in text if line.strip()), "")
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    """``Type: message`` on one line: torch's multi-line messages joined (a
+    load_state_dict error's detail is on its second line)."""
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+    if len(text) > 400:
+        text = text[:400] + " ..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def non_finite(state: Mapping[str, Any]) -> Dict[str, str]:
@@ -156,6 +224,19 @@ def load_model_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
     unexpected = [k for k in state if k not in own]
     mismatched = [k for k, v in state.items() if k in own and isinstance(v, torch.Tensor)
                   and tuple(v.shape) != tuple(own[k].shape)]
+    not_tensors = [k for k in state if k in own and not isinstance(state[k], torch.Tensor)]
+    if not_tensors:
+        first = not_tensors[0]
+        raise DataError(f"checkpoint {path}: {len(not_tensors)} weight(s) are not tensors "
+                        f"({describe_names(not_tensors)}; '{first}' is {type(state[first]).__name__})")
+    # load_state_dict casts quietly: integer weights would load as whole numbers (metrics 0)
+    wrong_kind = [k for k, v in state.items() if k in own and own[k].is_floating_point()
+                  and not v.is_floating_point()]
+    if wrong_kind:
+        first = wrong_kind[0]
+        raise DataError(f"checkpoint {path}: {len(wrong_kind)} weight(s) of another type than the model's "
+                        f"({describe_names(wrong_kind)}: e.g. '{first}' is {state[first].dtype} in the "
+                        f"checkpoint, {own[first].dtype} in the model): not usable weights")
     if missing or unexpected or mismatched:
         parts = []
         if missing:
