@@ -7,7 +7,21 @@ same way, through the ``mtlkit`` distribution's own entry points.
 
 Environment:
 
-* ``MTLKIT_DISABLE_PLUGIN_AUTOLOAD=1`` loads the built-ins only.
+* ``MTLKIT_DISABLE_PLUGIN_AUTOLOAD=1`` (or ``true``, ``yes``, ``on``) loads
+  the built-ins only; ``0``, ``false``, ``no``, ``off`` or empty load every
+  plugin; any other value is an error naming the variable.
+* ``MTLKIT_PLUGIN_IMPORT_WARN`` (seconds, default 10): a plugin still
+  importing after this long is named on stderr (a plugin that blocks at
+  import blocks every command; ``mtlkit plugins`` shows each plugin's
+  import time).
+
+A plugin is imported and registered with its prints sent to stderr (stdout
+stays the command's: ``mtlkit plugins --json``, ``detect --json``). Its
+registration is all or nothing: a hook failing midway removes the names the
+plugin had added. A plugin that fails to import (or calls ``sys.exit`` while
+importing) is reported and skipped; one that registers wrongly (a duplicate
+name, an object of the wrong kind, a component class without ``forward``, a
+misspelt hook name) stops the host with a :class:`PluginError` naming it.
 
 Usage::
 
@@ -19,15 +33,20 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import os
+import sys
+import threading
+import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import pluggy
+from torch import nn
 from torch.utils.data import Dataset
 
 from mtlkit import hookspecs
@@ -58,6 +77,10 @@ def _dataset_factory(obj: Any) -> bool:
     return _subclass_of(Dataset)(obj) or (callable(obj) and not isinstance(obj, type))
 
 
+#: kind -> the base class whose ``forward`` a registered module class must
+#: override (a fusion, backbone or weighting without one cannot run)
+FORWARD_BASES: Dict[str, type] = {"backbone": nn.Module, "fusion": Fusion, "weighting": LossWeighting}
+
 #: kind -> (what a registered object must be, in words; the check), applied at
 #: ``add()`` (the rules of :mod:`mtlkit.hookspecs`)
 KIND_RULES: Dict[str, Tuple[str, Callable[[Any], bool]]] = {
@@ -82,8 +105,15 @@ BUILTIN_MODULES = (
 
 
 class RegistryError(MtlkitError):
-    """An unknown name, a duplicate name, an unknown kind or an object of the
-    wrong kind."""
+    """A lookup that finds nothing: an unknown name or kind."""
+
+
+class PluginError(MtlkitError):
+    """A plugin registered wrongly (a duplicate name, an object of the wrong
+    kind, a component without ``forward``, a misspelt hook, nothing to
+    register): the message names the plugin and its distribution. Not a
+    :class:`RegistryError`, so a config lookup that triggers loading the
+    plugins does not blame its own key for it."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +143,17 @@ class PluginFailure:
     plugin: str
     distribution: str
     error: str
+
+
+@dataclass
+class PluginTiming:
+    """How long a plugin took to import and to register (seconds)."""
+
+    plugin: str
+    distribution: str
+    import_seconds: float = 0.0
+    register_seconds: float = 0.0
+    names: List[str] = field(default_factory=list)
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
@@ -164,21 +205,30 @@ class Registry:
         self._entries: Dict[str, Dict[str, Entry]] = {kind: {} for kind in KINDS}
         self._origins: Dict[str, Origin] = {}  # plugin name -> origin
         self.failures: List[PluginFailure] = []
+        #: plugin name -> its import and registration times (``mtlkit plugins`` shows them)
+        self.timings: Dict[str, PluginTiming] = {}
 
     # -- registration ---------------------------------------------------------
     def _add(self, kind: str, name: str, obj: Any, origin: Origin) -> None:
         if kind not in self._entries:
-            raise RegistryError(f"unknown component kind '{kind}'{did_you_mean(kind, KINDS)}")
+            raise PluginError(f"{origin} registered a component of unknown kind '{kind}'"
+                              f"{did_you_mean(kind, KINDS)}")
         if not isinstance(name, str) or not name:
-            raise RegistryError(f"{origin} registered a {kind} with an invalid name {name!r}")
+            raise PluginError(f"{origin} registered a {kind} with an invalid name {name!r}")
         expected, is_kind = KIND_RULES[kind]
         if not is_kind(obj):
-            raise RegistryError(
+            raise PluginError(
                 f"{kind} '{name}' registered by {origin} is {_describe(obj)}, expected {expected}"
+            )
+        base = FORWARD_BASES.get(kind)
+        if base is not None and getattr(obj, "forward", None) is getattr(base, "forward", None):
+            raise PluginError(
+                f"{kind} '{name}' registered by {origin}: the class {obj.__module__}.{obj.__qualname__} "
+                f"defines no forward(); a {kind} must implement it (see mtlkit.hookspecs)"
             )
         previous = self._entries[kind].get(name)
         if previous is not None:
-            raise RegistryError(
+            raise PluginError(
                 f"{kind} '{name}' is registered twice: by {previous.origin} and by {origin}; "
                 f"uninstall one of the two distributions or rename the {kind}"
             )
@@ -188,18 +238,41 @@ class Registry:
                         version: str = "") -> None:
         """Register a plugin object (a module or any object with hook functions)
         and run its registration hooks. Used for entry points, and directly by
-        code or tests that define a plugin in place."""
+        code or tests that define a plugin in place.
+
+        All or nothing: when a hook raises, the names the plugin added are
+        removed and the plugin is unregistered before the error propagates.
+        Refused with a :class:`PluginError`: ``None`` or an object with no
+        ``mtlkit_*`` hook, a function named like a hook that is none (a
+        misspelling: it would register nothing, silently)."""
         origin = Origin(distribution, version, name)
+        _check_plugin_object(plugin, origin)
         if getattr(type(plugin), "__hash__", None) is None:
             plugin = _HashableView(plugin)
+        before = {kind: set(entries) for kind, entries in self._entries.items()}
+        started = time.perf_counter()
         self.pm.register(plugin, name=name)
         self._origins[name] = origin
-        # The hooks run through pluggy's hook callers, on this plugin alone:
-        # the plugins registered before it have added their names already.
-        others = [p for n, p in self.pm.list_name_plugin() if n != name]
-        for kind, hook_name in KINDS.items():
-            caller = self.pm.subset_hook_caller(hook_name, remove_plugins=others)
-            caller(registry=Registrar(self, kind, origin))
+        try:
+            # The hooks run through pluggy's hook callers, on this plugin alone:
+            # the plugins registered before it have added their names already.
+            others = [p for n, p in self.pm.list_name_plugin() if n != name]
+            with contextlib.redirect_stdout(sys.stderr):  # a print must not corrupt the command's output
+                for kind, hook_name in KINDS.items():
+                    caller = self.pm.subset_hook_caller(hook_name, remove_plugins=others)
+                    caller(registry=Registrar(self, kind, origin))
+        except BaseException:
+            for kind, entries in self._entries.items():
+                for added in set(entries) - before[kind]:
+                    del entries[added]
+            if self.pm.has_plugin(name):
+                self.pm.unregister(name=name)
+            self._origins.pop(name, None)
+            raise
+        timing = self.timings.setdefault(name, PluginTiming(name, distribution))
+        timing.register_seconds = time.perf_counter() - started
+        timing.names = [f"{kind}:{n}" for kind, entries in self._entries.items()
+                        for n in sorted(set(entries) - before[kind])]
 
     def load_entry_points(self, builtins_only: bool = False) -> None:
         """Load every plugin of entry-point group ``mtlkit``.
@@ -225,11 +298,11 @@ class Registry:
             seen_dists.add(key)
             plugin_name = ep.name if is_builtin else f"{dist}:{ep.name}"
             try:
-                module = ep.load()
+                module = self._import(plugin_name, dist, ep.load)
                 self.register_plugin(module, plugin_name, dist, version)
-            except RegistryError:
+            except PluginError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the host
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken plugin must not break the host
                 self._fail(plugin_name, dist, exc)
                 continue
             loaded_builtin |= is_builtin
@@ -239,15 +312,44 @@ class Registry:
             for module_name in BUILTIN_MODULES:
                 short = module_name.rsplit(".", 1)[1]
                 try:
-                    module = importlib.import_module(module_name)
+                    module = self._import(short, BUILTIN_DISTRIBUTION,
+                                          lambda name=module_name: importlib.import_module(name))
                     self.register_plugin(module, short, BUILTIN_DISTRIBUTION, _mtlkit_version())
-                except RegistryError:
+                except PluginError:
                     raise
-                except Exception as exc:  # noqa: BLE001
+                except (Exception, SystemExit) as exc:  # noqa: BLE001
                     self._fail(short, BUILTIN_DISTRIBUTION, exc)
 
+    def _import(self, plugin: str, dist: str, load: Callable[[], Any]) -> Any:
+        """``load()`` (a plugin's import), timed, its prints sent to stderr, and
+        the plugin named on stderr when it takes longer than
+        ``MTLKIT_PLUGIN_IMPORT_WARN`` seconds (a blocking import would
+        otherwise hang every command without a word)."""
+        done = threading.Event()
+
+        def warn() -> None:
+            if not done.is_set():
+                print(f"mtlkit: still importing plugin '{plugin}' from distribution '{dist}' after "
+                      f"{_import_warn_seconds():g} s (MTLKIT_DISABLE_PLUGIN_AUTOLOAD=1 skips third-party "
+                      f"plugins)", file=sys.stderr, flush=True)
+
+        timer = threading.Timer(_import_warn_seconds(), warn)
+        timer.daemon = True
+        timer.start()
+        started = time.perf_counter()
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                return load()
+        finally:
+            done.set()
+            timer.cancel()
+            self.timings[plugin] = PluginTiming(plugin, dist, time.perf_counter() - started)
+
     def _fail(self, plugin: str, dist: str, exc: BaseException) -> None:
-        message = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, SystemExit):
+            message = f"it called sys.exit({exc.code!r}) while being imported or registered"
+        else:
+            message = f"{type(exc).__name__}: {exc}"
         self.failures.append(PluginFailure(plugin, dist, message))
         # The plugin may have been half-registered with pluggy before failing.
         if self.pm.has_plugin(plugin):
@@ -313,8 +415,68 @@ def _mtlkit_version() -> str:
 _REGISTRY: Optional[Registry] = None
 
 
+#: values of the boolean environment variables, case-insensitive
+_TRUE = ("1", "true", "yes", "on", "y")
+_FALSE = ("0", "false", "no", "off", "n", "")
+
+
+def env_flag(name: str) -> bool:
+    """A boolean environment variable: ``1``/``true``/``yes``/``on`` or
+    ``0``/``false``/``no``/``off``/unset; anything else is an error naming it
+    (a value that is silently ignored is worse)."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise MtlkitError(f"{name}={os.environ[name]!r}: expected 1, true, yes or on (or 0, false, no, off)")
+
+
 def autoload_disabled() -> bool:
-    return os.environ.get("MTLKIT_DISABLE_PLUGIN_AUTOLOAD", "").lower() in ("1", "true", "yes")
+    """``MTLKIT_DISABLE_PLUGIN_AUTOLOAD`` (see the module docstring)."""
+    return env_flag("MTLKIT_DISABLE_PLUGIN_AUTOLOAD")
+
+
+def _import_warn_seconds() -> float:
+    value = os.environ.get("MTLKIT_PLUGIN_IMPORT_WARN", "").strip()
+    try:
+        seconds = float(value) if value else 10.0
+    except ValueError:
+        seconds = 10.0
+    return seconds if seconds > 0 else 10.0
+
+
+def _check_plugin_object(plugin: Any, origin: Origin) -> None:
+    """A plugin must implement at least one hook, and hold no function named
+    like a hook that pluggy would ignore: a misspelt hook
+    (``mtlkit_register_task``) or a hook without the ``@mtlkit.hookimpl``
+    marker would register nothing, silently."""
+    known = sorted(KINDS.values())
+    if plugin is None or isinstance(plugin, (str, bytes, int, float, bool)):
+        raise PluginError(f"{origin}: register_plugin expects a module or an object with mtlkit_* hook "
+                          f"functions, got {_describe(plugin)}")
+    marker = f"{hookspecs.PROJECT}_impl"
+    implemented = []
+    for attr in dir(plugin):
+        if not attr.startswith(f"{hookspecs.PROJECT}_"):
+            continue
+        value = getattr(plugin, attr, None)
+        if not callable(value) or isinstance(value, type):
+            continue
+        marked = isinstance(getattr(value, marker, None), dict)
+        if attr in known:
+            if not marked:
+                raise PluginError(f"{origin}: {attr}() is not marked with @mtlkit.hookimpl, so it is never "
+                                  f"called and registers nothing")
+            implemented.append(attr)
+        elif marked or did_you_mean(attr, known):
+            raise PluginError(f"{origin} defines {attr}(), which is not an mtlkit hook"
+                              f"{did_you_mean(attr, known)}: it would register nothing (the hooks: "
+                              f"{', '.join(known)})")
+    if not implemented:
+        raise PluginError(f"{origin} implements none of the mtlkit hooks ({', '.join(known)}): it would "
+                          f"register nothing")
+
 
 
 def get_registry() -> Registry:
