@@ -29,8 +29,11 @@ def rank(scores):
 
 
 def nms(boxes, scores, thr):
+    """A NaN score is no score: dropped before ranking."""
     kept = []
     for i in rank(scores):
+        if math.isnan(scores[i]):
+            continue
         if all(not (iou(boxes[k], boxes[i]) > thr) for k in kept):
             kept.append(i)
     return kept

@@ -180,10 +180,13 @@ def test_nms_ties_zero_area_nan_empty(be):
     # zero-area boxes never suppress and are never suppressed
     pts = torch.tensor([[1.0, 1, 1, 1], [1, 1, 1, 1], [0, 0, 2, 2], [1, 1, 1, 3]])
     assert sorted(ops.nms(pts, torch.tensor([4.0, 3, 2, 1]), 0.0, backend=be).tolist()) == [0, 1, 2, 3]
-    # NaN coordinates: IoU 0 with everything; NaN scores rank first (torch.sort order)
+    # NaN coordinates: IoU 0 with everything; a NaN score is dropped: it neither ranks first nor
+    # suppresses box 0 (which it overlaps exactly)
     boxes = torch.tensor([[0.0, 0, 1, 1], [0, 0, 1, 1], [math.nan, 0, 1, 1], [0, 0, math.inf, 1]])
     scores = torch.tensor([0.5, math.nan, 0.7, 0.9])
-    assert ops.nms(boxes, scores, 0.5, backend=be).tolist() == [1, 3, 2]
+    assert ops.nms(boxes, scores, 0.5, backend=be).tolist() == [3, 2, 0]
+    idxs = torch.tensor([0, 0, 1, 1])
+    assert ops.batched_nms(boxes, scores, idxs, 0.5, backend=be).tolist() == [3, 2, 0]
 
 
 @needs_native

@@ -78,10 +78,14 @@ def nms(
 
     boxes (N, 4) xyxy, scores (N,) -> int64 indices of the kept boxes by
     decreasing score (equal scores: lower index first). A box is suppressed
-    when its IoU with a kept higher-ranked box is > iou_threshold.
+    when its IoU with a kept higher-ranked box is > iou_threshold. A box with
+    a NaN score is dropped (never kept, never suppresses).
     """
     boxes, scores, thr = _nms_inputs(boxes, scores, iou_threshold)
     if _use_native("nms", backend, boxes.device):
+        scored = reference._scored(scores)
+        if scored is not None:  # NaN scores are dropped (the reference's rule), then the kernel runs
+            return scored[torch.ops.mtlkit.nms(boxes[scored].contiguous(), scores[scored].contiguous(), thr)]
         return torch.ops.mtlkit.nms(boxes, scores, thr)
     return reference.nms(boxes, scores, thr)
 
@@ -104,6 +108,10 @@ def batched_nms(
     C.same_device(boxes=boxes, idxs=idxs)
     idxs = idxs.to(torch.int64).contiguous()
     if _use_native("batched_nms", backend, boxes.device):
+        scored = reference._scored(scores)
+        if scored is not None:
+            return scored[torch.ops.mtlkit.batched_nms(boxes[scored].contiguous(), scores[scored].contiguous(),
+                                                       idxs[scored].contiguous(), thr)]
         return torch.ops.mtlkit.batched_nms(boxes, scores, idxs, thr)
     return reference.batched_nms(boxes, scores, idxs, thr)
 
@@ -220,7 +228,7 @@ def ssd_postprocess(
     (P, 4) cxcywh. Per image: softmax over classes; per class c >= 1 the
     scores > score_threshold, the top_k highest, NMS at iou_threshold; then the
     max_detections highest over all classes (None or <= 0: no limit);
-    iou_threshold in [0, 1]. A prior with a NaN / inf score row, offset or
+    score_threshold and iou_threshold in [0, 1]. A prior with a NaN / inf score row, offset or
     prior gives no detection (never a non-finite box). Returns
     B :class:`Detections` (boxes (K, 4) xyxy in prior units, scores (K,),
     labels (K,) int64 in 1..C-1) sorted by score, then class, then prior index.
@@ -237,7 +245,8 @@ def ssd_postprocess(
             f"priors: expected shape ({loc.shape[1]}, 4) to match loc, got {tuple(priors.shape)}"
         )
     C.same_device(loc=loc, conf=conf, priors=priors)
-    st = C.threshold("score_threshold", score_threshold)
+    # scores are probabilities: above 1 nothing could pass (an empty result, not an answer)
+    st = C.unit_threshold("score_threshold", score_threshold)
     it = C.unit_threshold("iou_threshold", iou_threshold)
     C.not_meta("ssd_postprocess", loc)
     k = C.count("top_k", top_k)
