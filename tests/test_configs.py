@@ -141,13 +141,24 @@ def test_eval_section_sets_detection_postprocessing():
     model = build_model(cfg).eval()
     det = model.tasks["detection"]
     assert det.options["score_threshold"] == 0.3 and det.options["max_detections"] == 7
+    # confident, varied scores (an untrained head scores every class ~1/12, under any threshold)
+    torch.manual_seed(0)
     with torch.no_grad():
-        pred = model.detect(torch.rand(2, 3, 64, 64))["detection"]
-    assert all(len(p["scores"]) <= 7 and bool((p["scores"] > 0.3).all()) for p in pred)
-    model.set_eval_options(max_detections=2)
+        for conv in model.heads["detection"].conf:
+            conv.weight.mul_(200.0)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        pred = model.detect(torch.rand(2, 3, 64, 64))["detection"]
-    assert all(len(p["scores"]) <= 2 for p in pred)
+        pred = model.detect(images)["detection"]
+    assert all(len(p["scores"]) == 7 and bool((p["scores"] > 0.3).all()) for p in pred)
+    model.set_eval_options(score_threshold=0.0, max_detections=1000)
+    with torch.no_grad():
+        every = model.detect(images)["detection"]
+    # without the settings there are more boxes, and boxes scoring at most 0.3: both options acted
+    assert all(len(p["scores"]) > 7 and bool((p["scores"] <= 0.3).any()) for p in every)
+    model.set_eval_options(score_threshold=0.3, max_detections=2)
+    with torch.no_grad():
+        pred = model.detect(images)["detection"]
+    assert all(len(p["scores"]) == 2 for p in pred)
 
 
 def test_build_model_from_a_path():

@@ -92,8 +92,24 @@ def test_bf16_channels_last_training_runs_and_resumes_exactly(tiny_set, tmp_path
                  # a schedule that does not depend on train.iters, so 2 + 2 iterations equal 4
                  "train.schedule.name=constant", "train.schedule.warmup_iters=0"]
     config = os.path.join(REPO, "configs", "synthetic", "rock.yaml")
-    train(config, str(tmp_path / "a"), iters=4, overrides=overrides, progress=False)
-    train(config, str(tmp_path / "b"), iters=2, overrides=overrides, progress=False)
+    # run "a" records what its convolutions compute in: bf16 and channels_last, or the options
+    # were ignored (the resume check below would pass with plain float32 too)
+    from mtlkit import build_model
+    from mtlkit.config import load_config
+
+    def built():  # the same initial weights for both runs
+        torch.manual_seed(0)
+        return build_model(load_config(config, overrides))
+
+    model = built()
+    seen = []
+    first_conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(lambda m, args, out: seen.append(
+        (out.dtype, out.is_contiguous(memory_format=torch.channels_last), m.training)))
+    train(config, str(tmp_path / "a"), iters=4, overrides=overrides, progress=False, model=model)
+    training = [(dtype, cl) for dtype, cl, is_training in seen if is_training]
+    assert len(training) == 4 and set(training) == {(torch.bfloat16, True)}, set(training)
+    train(config, str(tmp_path / "b"), iters=2, overrides=overrides, progress=False, model=built())
     train(config, str(tmp_path / "b"), iters=4, overrides=overrides, progress=False, resume=True)
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)

@@ -111,8 +111,15 @@ def test_unwritable_out_is_one_line():
         make_out_dir("/sys/mtlkit-test-x")
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes anywhere")
 def test_read_only_out_folder_is_refused(tmp_path):
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        # root writes into a 0555 folder; /proc/sys refuses new entries even to root (as CI runs)
+        folder = "/proc/sys"
+        if not os.path.isdir(folder) or os.access(folder, os.W_OK):
+            pytest.skip("no folder here that root cannot write")
+        with pytest.raises(MtlkitError, match="/proc/sys: the folder is not writable"):
+            check_out_dir(folder)
+        return
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o555)

@@ -143,8 +143,9 @@ def nms_inputs(draw):
     values = draw(st.lists(floats, min_size=n * width, max_size=n * width))
     m = draw(st.sampled_from([n, n, n, max(0, n - 1)]))
     scores = draw(st.lists(floats, min_size=m, max_size=m))
+    # half the thresholds valid, so that most well-formed examples reach the oracle
     return (_tensor(values, (n, width), draw(dtypes)), _tensor(scores, (m,), draw(dtypes)),
-            draw(thresholds))
+            draw(st.one_of(st.floats(0, 1), thresholds)))
 
 
 def _clear(exc):
@@ -163,8 +164,14 @@ def test_fuzz_nms(be, data):
         assert _clear(exc), repr(exc)
         return
     assert 0.0 <= float(thr) <= 1.0
-    assert keep.tolist() == oracle.nms(boxes.double().tolist(), scores.double().tolist(), float(thr)) \
-        or boxes.dtype != torch.float64 or scores.dtype != torch.float64 or not torch.isfinite(boxes).all()
+    # the oracle on every example, on the values the op computes with (float16 -> float32; a
+    # float32 IoU rounds, so an example with a pair within 1e-5 of the threshold is ambiguous)
+    compute = torch.float64 if torch.float64 in (boxes.dtype, scores.dtype) else torch.float32
+    b, sc = boxes.to(compute).double().tolist(), scores.to(compute).double().tolist()
+    near = compute == torch.float32 and any(abs(oracle.iou(p, q) - float(thr)) < 1e-5
+                                            for i, p in enumerate(b) for q in b[i + 1:])
+    if not near:
+        assert keep.tolist() == oracle.nms(b, sc, float(thr))
 
 
 @st.composite

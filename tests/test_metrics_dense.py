@@ -35,8 +35,12 @@ def test_depth_clamps_predictions_and_pools_pixels():
     gt = torch.ones(2, 1, 1, 4)
     mask = torch.tensor([[1, 0, 0, 0], [1, 1, 1, 0]], dtype=torch.bool).view(2, 1, 1, 4)
     assert depth_metrics(pred, gt, mask)["abs_rel"] == pytest.approx(1 / 4)
-    # max_depth drops GT beyond it
-    assert depth_metrics(pred, gt * 20, mask, max_depth=10)["abs_rel"] != depth_metrics(pred, gt * 20, mask)["abs_rel"]
+    # max_depth drops GT beyond it: of GT 2 m and 20 m, only the 2 m pixel counts (a NaN, had
+    # both been dropped, must not pass for "different")
+    one, far = torch.ones(1, 1, 1, 2), torch.tensor([2.0, 20.0]).view(1, 1, 1, 2)
+    assert depth_metrics(one, far)["abs_rel"] == pytest.approx((0.5 + 19 / 20) / 2)
+    assert depth_metrics(one, far, max_depth=10)["abs_rel"] == pytest.approx(0.5)
+    assert math.isnan(depth_metrics(pred, gt * 20, mask, max_depth=10)["abs_rel"])  # every pixel dropped
     assert math.isnan(depth_metrics(pred, gt, torch.zeros_like(mask))["rmse"])
 
 

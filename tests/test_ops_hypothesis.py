@@ -129,4 +129,6 @@ def test_ssd_match_native_equals_reference_float32(images, thr):
     a = ops.ssd_match(gt, labels, priors, thr, backend="native")
     b = ops.ssd_match(gt, labels, priors, thr, backend="torch")
     assert torch.equal(a[1], b[1])
-    assert torch.equal(a[0].nan_to_num(), b[0].nan_to_num())
+    # the same values and the same NaN (a NaN must not pass for a 0, nor the reverse)
+    assert torch.equal(a[0].isnan(), b[0].isnan())
+    torch.testing.assert_close(a[0], b[0], rtol=0, atol=0, equal_nan=True)

@@ -146,14 +146,32 @@ def test_accumulation_equals_larger_batch(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
 
 
-def test_ema_and_clipping_and_adamw(tmp_path):
+def test_ema_and_clipping_and_adamw(tmp_path, monkeypatch):
+    from mtlkit.engine.ema import ModelEMA
+
     cfg = cfg_with(iters=8, clip_grad_norm=0.01, ema={"enabled": True, "decay": 0.9},
                    optimizer={"name": "adamw", "lr": 0.01, "no_decay_norm_bias": True})
-    train(cfg, tmp_path, **fake_parts())
+    parts = fake_parts()
+    initial = {k: v.detach().clone().double() for k, v in parts["model"].state_dict().items()}
+    raw_after_step = []  # the weights each EMA update sees
+    real_update = ModelEMA.update
+    monkeypatch.setattr(ModelEMA, "update", lambda self, model: (
+        raw_after_step.append({k: v.detach().clone().double() for k, v in model.state_dict().items()}),
+        real_update(self, model))[1])
+    train(cfg, tmp_path, **parts)
     ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
-    assert ckpt["ema"]["updates"] == 8
+    assert ckpt["ema"]["updates"] == 8 and len(raw_after_step) == 8
     ema_w, raw_w = ckpt["ema"]["weights"]["reg.weight"], ckpt["model"]["reg.weight"]
     assert not torch.equal(ema_w, raw_w)
+    # the documented formula: ema = d_n * ema + (1 - d_n) * w after update n (0-based), from the
+    # initial weights, with the warm-up d_n = min(decay, (1 + n) / (10 + n))
+    expected = dict(initial)
+    for n, weights in enumerate(raw_after_step):
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = {k: d * expected[k] + (1 - d) * weights[k] for k in expected}
+    for key, value in ckpt["ema"]["weights"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value.double(), expected[key], rtol=1e-5, atol=1e-7)
     # evaluation uses the EMA weights
     model = FakeModel()
     model.load_state_dict(ckpt["ema"]["weights"])

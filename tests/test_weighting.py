@@ -54,6 +54,21 @@ def test_uncertainty_kendall_factors():
     # s = 0: classification 1*L + 0, regression 0.5*L + 0, times the task weight 0.5
     assert float(total) == pytest.approx(2.0 + 0.5 * 0.5 * 4.0)
     assert weights == {"det": 1.0, "depth": 0.25}
+    # s != 0, where the factors of exp(-s) and of s show (at s = 0 a wrong one passes):
+    # classification exp(-s) L + s/2, regression (exp(-s) L + s) / 2, the latter times weight 0.5
+    s_det, s_depth = 0.7, -0.4
+    with torch.no_grad():
+        w.log_vars.copy_(torch.tensor([s_det, s_depth]))
+    total, weights = w(losses())
+    det = math.exp(-s_det) * 2.0 + 0.5 * s_det
+    depth = 0.5 * (0.5 * math.exp(-s_depth) * 4.0 + 0.5 * s_depth)
+    assert float(total) == pytest.approx(det + depth, rel=1e-6)
+    assert weights["det"] == pytest.approx(math.exp(-s_det), rel=1e-6)
+    assert weights["depth"] == pytest.approx(0.5 * 0.5 * math.exp(-s_depth), rel=1e-6)
+    total.backward()
+    # d/ds of exp(-s) L + s/2 is 1/2 - exp(-s) L; of the regression term, 0.5 * (1/2 - exp(-s) L / 2)
+    assert float(w.log_vars.grad[0]) == pytest.approx(0.5 - math.exp(-s_det) * 2.0, rel=1e-6)
+    assert float(w.log_vars.grad[1]) == pytest.approx(0.5 * (0.5 - 0.5 * math.exp(-s_depth) * 4.0), rel=1e-6)
 
 
 def test_dwa_schedule_hand_computed():

@@ -169,6 +169,8 @@ def check_out_dir(path: PathLike, what: str = "--out") -> None:
     if os.path.isdir(path):
         if not os.access(path, os.W_OK | os.X_OK):
             raise MtlkitError(f"{what} {path}: the folder is not writable (permission denied)")
+        if _read_only_mount(path):
+            raise MtlkitError(f"{what} {path}: the folder is on a read-only file system")
         return
     parent = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(parent):
@@ -177,6 +179,16 @@ def check_out_dir(path: PathLike, what: str = "--out") -> None:
         raise MtlkitError(f"{what} {path}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise MtlkitError(f"{what} {path}: cannot create it, {parent} is not writable (permission denied)")
+    if _read_only_mount(parent):
+        raise MtlkitError(f"{what} {path}: cannot create it, {parent} is on a read-only file system")
+
+
+def _read_only_mount(path: str) -> bool:
+    """Whether ``path`` is on a file system mounted read-only (which ``os.access`` does not tell root)."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
 
 
 def make_out_dir(path: PathLike, what: str = "--out") -> str:
