@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from mtlkit import hookimpl
 from mtlkit.errors import ConfigError
-from mtlkit.models.inputs import check_class_labels
+from mtlkit.models.inputs import check_class_labels, dense_target
 from mtlkit.task import AuxiliaryTask, downsample_masked, zero_loss
 
 
@@ -135,13 +135,14 @@ class DepthTask(AuxiliaryTask):
     def out_channels(self) -> int:
         return 1
 
-    def targets(self, batch: Dict[str, Any], size: Tuple[int, int],
-                device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    def targets(self, batch: Dict[str, Any], size: Tuple[int, int], device: torch.device,
+                batch_size: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """(log-depth (B, 1, h, w), valid (B, 1, h, w)) at the prediction size."""
-        depth = torch.as_tensor(batch["depth"], device=device).float()
+        b = torch.as_tensor(batch["depth"]).shape[0] if batch_size is None else batch_size
+        depth = dense_target(batch, "depth", b, 1, device).float()
         valid = depth > float(self.options["min_depth"])
         if batch.get("depth_mask") is not None:
-            valid &= torch.as_tensor(batch["depth_mask"], device=device).bool()
+            valid &= dense_target(batch, "depth_mask", b, 1, device).bool()
         # where, not a product: a NaN depth (invalid, like a negative one) must not make a NaN target
         log_depth = torch.where(valid, torch.log(depth.clamp_min(float(self.options["min_depth"]))), 0.0)
         return downsample_masked(log_depth, valid, size)
@@ -150,7 +151,8 @@ class DepthTask(AuxiliaryTask):
         keep = self.sample_mask(batch, prediction.shape[0], prediction.device)
         if "depth" not in batch or not bool(keep.any()):
             return zero_loss(prediction)
-        target, valid = self.targets(batch, tuple(prediction.shape[-2:]), prediction.device)
+        target, valid = self.targets(batch, tuple(prediction.shape[-2:]), prediction.device,
+                                     prediction.shape[0])
         valid &= keep.view(-1, 1, 1, 1)
         if not bool(valid.any()):
             return zero_loss(prediction)
@@ -224,15 +226,16 @@ class NormalsTask(AuxiliaryTask):
     def readout(self, maps: torch.Tensor) -> torch.Tensor:
         return F.normalize(maps, dim=1, eps=1e-6)
 
-    def targets(self, batch: Dict[str, Any], size: Tuple[int, int],
-                device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    def targets(self, batch: Dict[str, Any], size: Tuple[int, int], device: torch.device,
+                batch_size: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        b = torch.as_tensor(batch["normals"]).shape[0] if batch_size is None else batch_size
         # a NaN / inf vector becomes 0, which the rule below marks invalid
-        normals = torch.as_tensor(batch["normals"], device=device).float().nan_to_num(0.0, 0.0, 0.0)
+        normals = dense_target(batch, "normals", b, 3, device).float().nan_to_num(0.0, 0.0, 0.0)
         # a sum of squares, not .norm(dim=1): the channel-dim norm of an NCHW
         # tensor takes a slow strided path on CPU (20 ms for 16x3x120x160)
         valid = (normals * normals).sum(dim=1, keepdim=True) > 1e-12
         if batch.get("normals_mask") is not None:
-            valid &= torch.as_tensor(batch["normals_mask"], device=device).bool()
+            valid &= dense_target(batch, "normals_mask", b, 1, device).bool()
         pooled, valid = downsample_masked(normals, valid, size)
         norm = (pooled * pooled).sum(dim=1, keepdim=True).sqrt()
         valid &= norm > 1e-6
@@ -242,7 +245,8 @@ class NormalsTask(AuxiliaryTask):
         keep = self.sample_mask(batch, prediction.shape[0], prediction.device)
         if "normals" not in batch or not bool(keep.any()):
             return zero_loss(prediction)
-        target, valid = self.targets(batch, tuple(prediction.shape[-2:]), prediction.device)
+        target, valid = self.targets(batch, tuple(prediction.shape[-2:]), prediction.device,
+                                     prediction.shape[0])
         valid = (valid & keep.view(-1, 1, 1, 1))[:, 0]  # (B, h, w)
         if not bool(valid.any()):
             return zero_loss(prediction)

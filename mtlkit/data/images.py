@@ -15,6 +15,7 @@ pixels, upright.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -63,8 +64,8 @@ class ImageInfo:
 def _too_large(path: str, width: int, height: int) -> DataError:
     limit = max_pixels()
     return DataError(f"{path}: the image is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels), "
-                     f"more than mtlkit reads ({limit / 1e6:.0f} megapixels; a decompression bomb, or "
-                     f"downscale it; MTLKIT_MAX_IMAGE_PIXELS sets the limit)")
+                     f"more than mtlkit reads ({limit / 1e6:.0f} megapixels): a decompression bomb, or a "
+                     f"picture to downscale (MTLKIT_MAX_IMAGE_PIXELS sets the limit)")
 
 
 def _check_complete(path: str, fmt: str) -> None:
@@ -85,6 +86,9 @@ def _check_complete(path: str, fmt: str) -> None:
                         f"an interrupted copy or download?)")
 
 
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
 def _open(path: str):
     """``PIL.Image.open`` with mtlkit's errors (the file is checked to be a regular file first)."""
     from PIL import Image, UnidentifiedImageError
@@ -95,9 +99,14 @@ def _open(path: str):
     if reason is not None:
         raise DataError(reason)
     try:
-        return Image.open(path)
-    except Image.DecompressionBombError as exc:
-        raise DataError(f"{path}: refused as a decompression bomb ({exc})") from None
+        # mtlkit's own limit (max_pixels) applies, to the size the header gives: PIL's check at
+        # open would refuse a bomb without saying its size
+        with _PIL_LIMIT_LOCK:
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                return Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image file PIL can read") from None
     except (OSError, ValueError, SyntaxError) as exc:

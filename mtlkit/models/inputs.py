@@ -9,7 +9,8 @@ result: 0-255 images taken as [0, 1], NaN images giving 100 boxes).
 * :func:`check_boxes` — the detection targets of a batch (``model.losses``):
   one (N_i, 4) xyxy tensor per image with N_i labels, finite, not inverted,
   inside the image;
-* :func:`check_class_labels` — class indices in 0..C-1 (the scene).
+* :func:`check_class_labels` — class indices in 0..C-1 (the scene);
+* :func:`dense_target` — a dense target map (depth, normals, masks) per image.
 
 :func:`install` attaches :func:`check_images` to a model as a forward
 pre-hook (what :func:`mtlkit.build_model` does); a model may instead call
@@ -241,4 +242,18 @@ def check_class_labels(name: str, labels: Any, num_classes: int, batch_size: int
     return target
 
 
-__all__ = ["InputError", "check_images", "install", "check_boxes", "check_class_labels", "check_batch_size"]
+def dense_target(batch: Any, key: str, batch_size: int, channels: int, device: Any = None) -> torch.Tensor:
+    """``batch[key]`` as a float (B, channels, H, W) tensor on ``device``
+    (a (B, H, W) map gets its channel axis); :class:`DataError` naming the
+    key for any other shape (a map per image of the batch is needed)."""
+    value = torch.as_tensor(batch[key], device=device)
+    if value.dim() == 3 and channels == 1:
+        value = value[:, None]
+    if value.dim() != 4 or value.shape[0] != batch_size or value.shape[1] != channels:
+        raise DataError(f"batch[{key!r}]: expected a ({batch_size}, {channels}, H, W) tensor (one map per image), "
+                        f"got shape {tuple(value.shape)}")
+    return value
+
+
+__all__ = ["InputError", "check_images", "install", "check_boxes", "check_class_labels", "check_batch_size",
+           "dense_target"]
