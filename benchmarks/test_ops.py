@@ -83,6 +83,19 @@ def test_nms(benchmark, n, impl):
 
 
 @pytest.mark.parametrize("impl", ["native", "reference"])
+def test_nms_million(benchmark, impl):
+    """1,000,000 boxes of the hardening test's kind (5000 x 5000 px, sides up
+    to 60, ~680,000 kept): the reference's spatial walk (issue 19) against the
+    native kernel; the reference's blocked loop took minutes."""
+    g = torch.Generator().manual_seed(1)
+    xy = torch.rand(1_000_000, 2, generator=g, dtype=torch.float64) * 5000
+    wh = torch.rand(1_000_000, 2, generator=g, dtype=torch.float64) * 60
+    boxes, scores = torch.cat([xy, xy + wh], 1).float(), torch.rand(1_000_000, generator=g)
+    be = "native" if impl == "native" else "torch"
+    _run(benchmark, "nms n=1e6 (sparse)", impl, lambda: ops.nms(boxes, scores, 0.5, backend=be), 1)
+
+
+@pytest.mark.parametrize("impl", ["native", "reference"])
 def test_batched_nms(benchmark, impl):
     boxes, scores = random_boxes(5000, seed=1)
     idxs = torch.randint(0, 20, (5000,), generator=torch.Generator().manual_seed(1))

@@ -251,8 +251,21 @@ def test_truncated_file(tmp_path):
         f.write(data[: len(data) // 3])
     with pytest.raises(DataError, match="m.mat.*truncated"):
         nyu.prepare_nyuv2(str(mat), str(write_splits(tmp_path / "s.mat")), str(tmp_path / "c"), progress=False)
-    with pytest.raises(DataError, match="no such file"):
+    with pytest.raises(DataError, match="absent.mat does not exist"):
         nyu.prepare_nyuv2(str(tmp_path / "absent.mat"), "x", str(tmp_path / "c"), progress=False)
+    # a folder, /dev/null and a pipe (reading one would block) are named, not "not found"
+    os.mkfifo(tmp_path / "pipe.mat")
+    for path, needle in ((tmp_path, "is a folder"), ("/dev/null", "is a character device such as /dev/null"),
+                         (tmp_path / "pipe.mat", r"is a named pipe \(FIFO\)")):
+        with pytest.raises(DataError, match=needle + ", expected nyu_depth_v2_labeled.mat"):
+            nyu.prepare_nyuv2(str(path), "x", str(tmp_path / "c"), progress=False)
+    # an nyuv2_<split>.h5 in --out that is not an mtlkit cache is never replaced
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "nyuv2_train.h5").write_bytes(b"my own file")
+    with pytest.raises(DataError, match="nyuv2_train.h5 exists and is not an NYUv2 cache mtlkit wrote"):
+        nyu.prepare_nyuv2(str(write_mat(tmp_path / "ok.mat")), str(write_splits(tmp_path / "s2.mat")),
+                          str(tmp_path / "c"), progress=False)
+    assert (tmp_path / "c" / "nyuv2_train.h5").read_bytes() == b"my own file"
 
 
 def test_split_index_out_of_range_and_bad_splits(tmp_path):

@@ -140,7 +140,7 @@ def test_fuzz_model_losses(model, batch):
         return
     assert set(losses) == {"detection", "scene", "depth", "normals"}
     for name, loss in losses.items():
-        assert loss.dim() == 0 and math.isfinite(float(loss)), (name, loss)
+        assert loss.dim() == 0 and math.isfinite(float(loss.detach())), (name, loss)
     # accepted boxes were usable: finite, not inverted, inside the image (1 px of tolerance)
     used = batch["has"]["detection"].tolist()
     for keep, boxes in zip(used, batch["boxes"]):

@@ -82,10 +82,19 @@ def _h5py():
     return h5py
 
 
+def _require_file(path: str, expected: str) -> None:
+    """A regular file, or one line saying what ``path`` is (a folder, a pipe
+    that would block, /dev/null) or that it does not exist."""
+    from mtlkit.utils.paths import not_a_file
+
+    reason = not_a_file(path, expected)
+    if reason is not None:
+        raise DataError(reason)
+
+
 def open_mat(path: str):
     """Open the labeled .mat with h5py; DataError if missing, truncated or not HDF5."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file (expected nyu_depth_v2_labeled.mat)")
+    _require_file(path, "nyu_depth_v2_labeled.mat")
     try:
         return _h5py().File(path, "r")
     except OSError as exc:
@@ -118,8 +127,7 @@ def read_splits(path: str, num_images: int) -> Tuple[np.ndarray, np.ndarray]:
     """``trainNdxs`` / ``testNdxs`` of splits.mat as 1-based int64 arrays, validated."""
     import scipy.io
 
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file (expected splits.mat with trainNdxs and testNdxs)")
+    _require_file(path, "splits.mat with trainNdxs and testNdxs")
     try:
         mat = scipy.io.loadmat(path)
     except Exception as exc:  # scipy raises several types for a bad file
@@ -148,8 +156,7 @@ def read_splits(path: str, num_images: int) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def read_scene_list(path: str) -> List[str]:
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file (expected a list of scene names, one per line)")
+    _require_file(path, "a list of scene names, one per line")
     with open(path, encoding="utf-8") as handle:
         names = [line.split("#", 1)[0].strip() for line in handle]
     names = [n for n in names if n]
