@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from mtlkit import ops
+from mtlkit.errors import DataError
 from mtlkit.models.ssd import make_priors, multibox_loss
 from mtlkit_plugins.detection import DetectionTask
 
@@ -203,7 +204,13 @@ def test_sync_free_targets_give_the_loss_of_dropping_degenerate_boxes_bit_for_bi
     g = torch.Generator().manual_seed(5)
     loc = torch.randn(4, PRIORS.shape[0], 4, generator=g, requires_grad=True)
     conf = torch.randn(4, PRIORS.shape[0], 4, generator=g, requires_grad=True)
-    new = task.loss({"loc": loc, "conf": conf, "priors": PRIORS}, batch)
+    # the task's own path (device_targets) on a batch without the boxes it refuses
+    # (issue 19: an inverted or NaN box of a labelled sample is bad data, named, not trained on)
+    with pytest.raises(DataError, match=r"batch\['boxes'\]\[0\]\[2\] = .*an inverted box"):
+        task.loss({"loc": loc, "conf": conf, "priors": PRIORS}, batch)
+    clean = [boxes[0][[0, 1, 4]], boxes[1], boxes[2], boxes[3]]
+    clean_labels = [labels[0][[0, 1, 4]], labels[1], labels[2], labels[3]]
+    new = task.loss({"loc": loc, "conf": conf, "priors": PRIORS}, dict(batch, boxes=clean, labels=clean_labels))
     new.backward()
     grads = loc.grad.clone(), conf.grad.clone()
     loc.grad = conf.grad = None
@@ -213,8 +220,11 @@ def test_sync_free_targets_give_the_loss_of_dropping_degenerate_boxes_bit_for_bi
     old.backward()
     assert torch.equal(new, old)
     assert torch.equal(grads[0], loc.grad) and torch.equal(grads[1], conf.grad)
+    # and the sync-free targets with the degenerate / NaN boxes kept give that loss bit for bit
     db, dl = device_targets(boxes, labels, (60, 80), mask=mask)
     assert [b.shape[0] for b in db] == [5, 2, 1, 0] and dl[2].tolist() == [0]
+    loc_t, lab_t = ops.ssd_match(db, dl, PRIORS, 0.5, (0.1, 0.2), check_labels=False)
+    assert torch.equal(multibox_loss(loc, conf, loc_t, lab_t, mask=mask)["loss"], old)
 
 
 def test_detection_labels_are_checked_on_labelled_samples_only():

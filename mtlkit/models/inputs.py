@@ -16,7 +16,8 @@ result: 0-255 images taken as [0, 1], NaN images giving 100 boxes).
 pre-hook (what :func:`mtlkit.build_model` does); a model may instead call
 :func:`check_images` first thing in its ``forward``.
 
-Each check costs one reduction over its input and one host sync.
+Each check costs one reduction over its input and one host sync (the image
+values are not checked in a training step on an accelerator).
 """
 
 from __future__ import annotations
@@ -50,11 +51,14 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__}"
 
 
-def check_images(images: Any, name: str = "images", like: Optional[torch.Tensor] = None) -> None:
+def check_images(images: Any, name: str = "images", like: Optional[torch.Tensor] = None,
+                 values: bool = True) -> None:
     """Refuse anything but a (B, 3, H, W) batch of finite RGB floats in [0, 1]
     (B >= 1), with :class:`InputError` naming ``name``. ``like``: a tensor of
     the model (a weight) whose device and dtype the images must have (a dtype
-    difference is allowed under autocast)."""
+    difference is allowed under autocast). ``values=False`` checks the type,
+    shape, dtype and device only: the value checks read one reduction back to
+    the host (a sync on an accelerator)."""
     if not isinstance(images, torch.Tensor):
         if isinstance(images, (list, tuple)):
             hint = ("stack them into one (B, 3, H, W) tensor: torch.stack(images) (resize them to one size "
@@ -100,7 +104,7 @@ def check_images(images: Any, name: str = "images", like: Optional[torch.Tensor]
         if images.dtype != like.dtype and not torch.is_autocast_enabled(images.device.type):
             raise InputError(f"{name}: {images.dtype} values, the model's weights are {like.dtype}: "
                              f"{name}.to({like.dtype}) (or run under torch.autocast)")
-    if images.device.type == "meta" or images.numel() == 0:
+    if not values or images.device.type == "meta" or images.numel() == 0:
         return
     with torch.no_grad():
         flat = images.detach()
@@ -127,7 +131,10 @@ def _model_tensor(model: nn.Module) -> Optional[torch.Tensor]:
 
 def _forward_pre_hook(module: nn.Module, args: Tuple[Any, ...], kwargs: dict) -> None:
     images = args[0] if args else kwargs.get("images")
-    check_images(images, like=_model_tensor(module))
+    # a training step on an accelerator is not made to wait for a value check (its images come
+    # from the data pipeline); evaluation and detect check them (their post-processing syncs anyway)
+    values = not (module.training and isinstance(images, torch.Tensor) and images.device.type != "cpu")
+    check_images(images, like=_model_tensor(module), values=values)
 
 
 def install(model: nn.Module) -> nn.Module:
