@@ -22,6 +22,7 @@ values are not checked in a training step on an accelerator).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Sequence, Tuple
 
 import torch
@@ -106,14 +107,10 @@ def check_images(images: Any, name: str = "images", like: Optional[torch.Tensor]
                              f"{name}.to({like.dtype}) (or run under torch.autocast)")
     if not values or images.device.type == "meta" or images.numel() == 0:
         return
-    with torch.no_grad():
-        flat = images.detach()
-        finite = torch.isfinite(flat)
-        stats = torch.stack([(~finite).sum().to(torch.float64),
-                             flat.masked_fill(~finite, 0).amin().to(torch.float64),
-                             flat.masked_fill(~finite, 0).amax().to(torch.float64)]).tolist()
-    bad, low, high = int(stats[0]), stats[1], stats[2]
-    if bad:
+    with torch.no_grad():  # one pass: min and max (NaN propagates into both)
+        low, high = (float(v) for v in torch.stack(torch.aminmax(images.detach())).tolist())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        bad = int((~torch.isfinite(images.detach())).sum())
         raise InputError(f"{name}: {bad} value(s) are NaN or inf; expected finite RGB values in [0, 1]")
     if high > 1.0 + RANGE_TOLERANCE:
         hint = f" (0-255 values? divide by 255: {name} / 255)" if high > 2.0 else ""
