@@ -1,7 +1,8 @@
 """``mtlkit eval CONFIG --checkpoint PATH [--out DIR] [--split S] [-o key=value ...]``:
 evaluate a checkpoint; prints a table, writes ``metrics.json``,
 ``detections.json`` (COCO results) and ``per_class_ap.png`` into ``--out``
-(default: ``<checkpoint folder>/eval_<split>``)."""
+(default: ``<checkpoint folder>/eval_<split>``). A training run's folder as
+``--out`` is refused (its ``metrics.json`` would be replaced)."""
 
 from __future__ import annotations
 

@@ -156,7 +156,11 @@ def evaluate(cfg: Any, checkpoint: Optional[str], out_dir: Optional[str] = None,
     :param cfg: config path or dict (``overrides`` applied, validated).
     :param checkpoint: a ``last.pt`` (``None``: the model as built, for tests).
     :param out_dir: where ``metrics.json``, ``detections.json`` and
-        ``per_class_ap.png`` go (nothing is written when ``None``).
+        ``per_class_ap.png`` go (nothing is written when ``None``). The folder
+        is locked while the evaluation runs (one process at a time), and a
+        file of those names there that an earlier evaluation did not write (a
+        training run's ``metrics.json``) is never replaced: refused before the
+        evaluation starts.
     :param use_ema: ``False`` evaluates the raw weights of a checkpoint that
         also holds EMA weights (default: the EMA weights when present).
     :returns: task -> metric name -> value.
