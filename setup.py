@@ -90,9 +90,18 @@ def native_extensions():
 
 ext_modules, cmdclass = native_extensions()
 
+
+def version() -> str:
+    """The one home of the version: ``mtlkit/version.py`` (read, not imported)."""
+    scope: dict = {}
+    with open(os.path.join(ROOT, "mtlkit", "version.py"), encoding="utf-8") as handle:
+        exec(handle.read(), scope)  # noqa: S102 - our own one-line module
+    return scope["__version__"]
+
+
 setup(
     name="mtlkit",
-    version="0.1.0",
+    version=version(),
     description="Multi-task learning for visual detection: ROCK, SSD and a plugin system",
     long_description=open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     if os.path.exists(os.path.join(ROOT, "README.md"))

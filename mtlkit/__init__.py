@@ -1,23 +1,25 @@
-"""mtlkit: multi-task learning for visual detection (ROCK, SSD) with plugins."""
+"""mtlkit: multi-task learning for visual detection (ROCK, SSD) with plugins.
 
-import pluggy
+The package's face: ``hookimpl`` (for plugins), the errors a user can
+cause, and :func:`build_model`. ``import mtlkit`` stays light: the model
+stack is imported when :func:`build_model` is first called, so that
+importing one module of the package (the data package, say) does not import
+the config loader and the models.
+"""
 
-__version__ = "0.1.0"
-
-#: Marker for hook implementations in plugins (see :mod:`mtlkit.hookspecs`).
-hookimpl = pluggy.HookimplMarker("mtlkit")
-
-from mtlkit.errors import ConfigError, DataError, MtlkitError  # noqa: E402
+from mtlkit.errors import ConfigError, DataError, MtlkitError
+from mtlkit.hookspecs import hookimpl
+from mtlkit.version import __version__
 
 __all__ = ["__version__", "hookimpl", "MtlkitError", "ConfigError", "DataError", "build_model"]
 
 
-def build_model(cfg, image_size=None, validated: bool = False):
-    """Build a multi-task model from a config path or dict (see
-    :func:`mtlkit.models.compose.build_model` for the arguments). Its
+def build_model(cfg, image_size=None):
+    """Build a multi-task model from the resolved config, or a config path or
+    dict (see :func:`mtlkit.models.compose.build_model` for the arguments). Its
     ``model(images)`` checks the images first (:mod:`mtlkit.models.inputs`:
     a clear error for a uint8, NaN, HWC or 4-channel batch)."""
-    from mtlkit.models import inputs
-    from mtlkit.models.compose import build_model as _build
+    from mtlkit.models import inputs  # lazy: the package face stays light (see above)
+    from mtlkit.models.compose import build_model as _build  # lazy: as above
 
-    return inputs.install(_build(cfg, image_size=image_size, validated=validated))
+    return inputs.install(_build(cfg, image_size=image_size))

@@ -14,8 +14,8 @@ import importlib
 import sys
 from typing import List, Optional
 
-from mtlkit import __version__
 from mtlkit.errors import MtlkitError, run_guarded  # noqa: F401 - run_guarded is also imported from here
+from mtlkit.version import __version__
 
 #: command -> (module, one-line help)
 COMMANDS = {

@@ -1,12 +1,14 @@
-"""Errors a user can cause, and :func:`run_guarded`, which turns them into one
-line on stderr and an exit status (the CLI's and every worker process's
-entry point use it, so a user's error is never a traceback)."""
+"""Errors a user can cause, :func:`did_you_mean` for their messages, and
+:func:`run_guarded`, which turns them into one line on stderr and an exit
+status (the CLI's and every worker process's entry point use it, so a user's
+error is never a traceback)."""
 
 from __future__ import annotations
 
+import difflib
 import sys
 import traceback
-from typing import Callable
+from typing import Callable, Iterable
 
 
 class MtlkitError(Exception):
@@ -28,6 +30,12 @@ class TrainingDiverged(MtlkitError):
 
 class RunExists(MtlkitError):
     """The output folder already holds a run and ``resume`` was not asked."""
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """A ``" (did you mean 'x'?)"`` suffix, or ``""`` when nothing is close."""
+    close = difflib.get_close_matches(str(name), list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def run_guarded(command: Callable[[], int], debug: bool = False) -> int:

@@ -24,13 +24,18 @@ from typing import Any, ClassVar, Dict, Iterator, Sequence, Tuple
 import torch
 from torch import nn
 
+from mtlkit.options import component_options
+from mtlkit.utils.batchnorm import batchnorm_affine
+
 
 class Fusion(nn.Module):
     """Base class of fusion plugins; see the module docstring.
 
-    Class attributes: ``defaults`` (option name -> default value, validated by
-    the config), ``uses_decoded`` (whether the block must decode the task maps
-    back to C channels and pass them in).
+    Class attributes: ``defaults`` (option name -> default value) and the
+    other facets of the one option rule (``choices``, ``ranges``...:
+    :mod:`mtlkit.options`), ``uses_decoded`` (whether the block must decode
+    the task maps back to C channels and pass them in). The constructor checks
+    the options and merges them over the defaults (:attr:`options`).
     """
 
     defaults: ClassVar[Dict[str, Any]] = {}
@@ -40,7 +45,7 @@ class Fusion(nn.Module):
         super().__init__()
         self.channels = int(channels)
         self.names = list(names)
-        self.options = {**self.defaults, **options}
+        self.options = dict(component_options(type(self), options, "model.fusion"))
 
     def forward(self, x: torch.Tensor, decoded: Iterator[Tuple[str, torch.Tensor]]) -> torch.Tensor:
         raise NotImplementedError
@@ -56,8 +61,8 @@ class PostNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         if not self.training and inplace and not torch.is_grad_enabled():
-            scale = self.bn.weight * torch.rsqrt(self.bn.running_var + self.bn.eps)
-            shift = self.bn.bias - self.bn.running_mean * scale
+            bn = self.bn
+            scale, shift = batchnorm_affine(bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
             # One fused multiply-add pass, then ReLU, both in place.
             return torch.addcmul(shift.view(1, -1, 1, 1), x, scale.view(1, -1, 1, 1), out=x).relu_()
         return torch.relu(self.bn(x))

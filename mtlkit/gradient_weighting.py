@@ -75,7 +75,6 @@ from typing import Any, ClassVar, Dict, Iterator, List, Mapping, Optional, Seque
 import torch
 
 from mtlkit.errors import ConfigError, MtlkitError
-from mtlkit.options import check_options, check_ranges
 from mtlkit.task import PRIMARY
 from mtlkit.weighting import LossWeighting
 
@@ -296,12 +295,16 @@ class GradientWeighting(LossWeighting):
     #: ``rng_state`` a buffer)
     randomised: ClassVar[bool] = False
 
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], where: str) -> None:
+        """A randomised method's ``seed``: an integer or null."""
+        seed = options.get("seed") if cls.randomised else None
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ConfigError(f"{where}.seed: expected an integer or null, got {seed!r}")
+
     def __init__(self, tasks: Mapping[str, Any], **options: Any):
         where = "model.weighting"
-        check_options(options, self.defaults, where, self.choices)
-        check_ranges(options, self.ranges, where)
-        options = {k: v for k, v in options.items() if v is not None}
-        super().__init__(tasks, **options)
+        super().__init__(tasks, **options)  # checks the options (mtlkit.options)
         if not self.task_names:
             raise ConfigError(f"{where}: {type(self).__name__} needs at least one task")
         primaries = [n for n, t in tasks.items() if getattr(t, "role", None) == PRIMARY]
@@ -312,8 +315,6 @@ class GradientWeighting(LossWeighting):
         self.primary: Optional[str] = primaries[0] if len(primaries) == 1 else None
         if self.randomised:
             seed = self.options.get("seed")
-            if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-                raise ConfigError(f"{where}.seed: expected an integer or null, got {seed!r}")
             generator = torch.Generator()
             generator.manual_seed(int(seed) if seed is not None else torch.initial_seed())
             self.register_buffer("rng_state", generator.get_state())

@@ -28,7 +28,7 @@ error stops the host: the plugin must be fixed or uninstalled):
 =========  ===============================================================
 kind       what ``registry.add(name, obj)`` accepts
 =========  ===============================================================
-backbone   a subclass of :class:`mtlkit.models.backbones.Backbone`
+backbone   a subclass of :class:`mtlkit.backbone.Backbone`
 task       a subclass of :class:`mtlkit.task.Task`
 fusion     a subclass of :class:`mtlkit.fusion.Fusion`
 dataset    a subclass of ``torch.utils.data.Dataset``, or a function
@@ -51,6 +51,8 @@ import pluggy
 PROJECT = "mtlkit"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
+#: marks a plugin's hook implementations (re-exported as :data:`mtlkit.hookimpl`)
+hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
@@ -58,7 +60,7 @@ def mtlkit_register_backbones(registry) -> None:
     """Register backbone factories.
 
     ``registry.add(name, cls)`` where ``cls`` subclasses
-    :class:`mtlkit.models.backbones.Backbone` and ``cls(**options)`` builds
+    :class:`mtlkit.backbone.Backbone` and ``cls(**options)`` builds
     the module mapping normalised images (B, 3, H, W) to a list of source
     feature maps, shallowest first, the last one being X (the map the ROCK
     block refines), each (B, C_i, H/s_i, W/s_i). It exposes ``out_channels``

@@ -1,15 +1,26 @@
-"""The option rule shared by every validation (:mod:`mtlkit.config` for a
-whole config, :mod:`mtlkit.data.options` for the data builders' direct
-callers): the type a value must have (read off its default), unknown keys
-with a did-you-mean, choices, number ranges, and the key that selects a
-registered component.
+"""The one option rule: how every option of mtlkit is checked and completed.
 
-A small module of its own so that the config and the data package both
-import it without importing each other (no import cycle).
+Every set of options, a config section (``train``, ``eval``, ``data``,
+``data.augment``, a split's ``label_subset``, ``model.block``) or a plugin
+component (a backbone, task, fusion, weighting, dataset), is described by a
+:class:`Schema`: its ``defaults`` (option -> default value: the one home of
+each default), the allowed ``choices`` of some options, number ``ranges``,
+list ``lengths`` and, for what these cannot say (a relation between two
+options), a ``check`` function. A plugin class declares the same facets as
+class attributes (:meth:`Schema.of`).
+
+:meth:`Schema.validate` checks options (unknown keys with a did-you-mean,
+types read off the defaults, choices, ranges, lengths, the check);
+:meth:`Schema.complete` merges them over the defaults into :class:`Options`,
+a read-only mapping that says "checked and complete". The config's one
+validation pass (:mod:`mtlkit.config`) runs the first for a whole config
+and its resolution the second; a component built by hand from plain options
+runs both (:func:`component_options`); one given :class:`Options` takes them
+as they are.
 
 Type rule: ``int`` is accepted for ``float`` (not ``bool``), a ``list`` /
 ``tuple`` default accepts either, a ``None`` default accepts anything and a
-``None`` value means "not set" (keeps the default).
+``None`` value means "not set": it keeps the default.
 
 Selector: every built component is selected by ``name`` (``backbone: {name:
 resnet50}``, ``fusion``, ``weighting``, ``train.optimizer``...); a dataset
@@ -22,12 +33,14 @@ configs).
 
 from __future__ import annotations
 
+import copy
 import math
 import re
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
-from mtlkit.errors import ConfigError
-from mtlkit.registry import did_you_mean
+from mtlkit.errors import ConfigError, did_you_mean
+from mtlkit.utils.frozen import FrozenDict, freeze
 
 #: the key that selects the plugin of a component section
 SELECTOR = "name"
@@ -40,6 +53,7 @@ _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a 
                list: "a list", dict: "a mapping"}
 
 
+# -- types -------------------------------------------------------------------------
 def expected_type(default: Any) -> Optional[type]:
     """The type a config value must have, read off its default (None: any)."""
     if default is None:
@@ -81,11 +95,13 @@ def check_options(
     defaults: Mapping[str, Any],
     where: str,
     choices: Optional[Mapping[str, Sequence[Any]]] = None,
-) -> None:
+) -> Dict[str, Any]:
     """Check ``options`` against a defaults dict (recursing into dict defaults
-    that list their keys; an empty dict default accepts any mapping)."""
+    that list their keys; an empty dict default accepts any mapping). Returns
+    a copy with the numbers the rule coerces (``1e3`` for an int: 1000)."""
     if not isinstance(options, Mapping):
         raise ConfigError(f"{where}: expected a mapping, got {_describe(options)}")
+    out = dict(options)
     for key, value in options.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in defaults:
@@ -96,9 +112,7 @@ def check_options(
             )
         default = defaults[key]
         expected = expected_type(default)
-        coerced = _coerce_number(value, expected)
-        if coerced is not value and isinstance(options, dict):
-            options[key] = value = coerced
+        value = out[key] = _coerce_number(value, expected)
         if isinstance(value, float) and math.isnan(value):
             raise ConfigError(f"{path}: expected a number, got NaN")
         if not type_ok(value, expected):
@@ -115,7 +129,8 @@ def check_options(
         if expected is dict and default and isinstance(value, Mapping):
             sub_choices = {k[len(key) + 1:]: v for k, v in (choices or {}).items()
                            if k.startswith(f"{key}.")}
-            check_options(value, default, path, sub_choices)
+            out[key] = check_options(value, default, path, sub_choices)
+    return out
 
 
 _RANGE = re.compile(r"^\s*(?:(>=|>|<=|<)\s*(\S+)|([\[(])\s*(\S+)\s*,\s*(\S+)\s*([\])]))\s*$")
@@ -156,6 +171,15 @@ def check_ranges(section: Optional[Mapping[str, Any]], ranges: Mapping[str, str]
                 raise ConfigError(f"{where}.{path}: expected {_range_text(spec)}, got {value!r}")
 
 
+def check_lengths(section: Optional[Mapping[str, Any]], lengths: Mapping[str, int], where: str) -> None:
+    """Check that the lists of ``section`` at the dotted paths of ``lengths``
+    have that many elements (missing / None values are skipped)."""
+    for path, n in lengths.items():
+        value = get(section or {}, path)
+        if isinstance(value, (list, tuple)) and len(value) != n:
+            raise ConfigError(f"{where}.{path}: expected a list of {n} values, got {list(value)!r}")
+
+
 def _coerce_number(value: Any, expected: Optional[type]) -> Any:
     """A float written for an int field as ``1e3`` (integral) -> int; else unchanged."""
     if expected is int and isinstance(value, float) and math.isfinite(value) and value.is_integer():
@@ -167,6 +191,110 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}" if not isinstance(value, Mapping) else "a mapping"
 
 
+# -- merging -------------------------------------------------------------------------
+def merge(base: Mapping[str, Any], top: Mapping[str, Any], switch_plugins: bool = False) -> Dict[str, Any]:
+    """The one recursive merge: dicts merge key by key, anything else in
+    ``top`` replaces (``None`` too). Returns new dicts (values deep-copied).
+
+    ``switch_plugins`` (``_base_`` inheritance): a dict of ``top`` that
+    selects another plugin than the base's (its ``type`` or ``name``
+    differs, e.g. ``data.train: {type: coco, ...}`` over a synthetic base)
+    replaces the base's dict: the base's options belong to the other plugin."""
+    out = copy.deepcopy(dict(base))
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) \
+                and not (switch_plugins and _switches_plugin(out[key], value)):
+            out[key] = merge(out[key], value, switch_plugins)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _switches_plugin(base: Mapping[str, Any], top: Mapping[str, Any]) -> bool:
+    """Whether ``top`` selects another plugin than ``base`` (by ``name`` or a
+    dataset's ``type``, whichever each writes: :data:`SELECTOR_KEYS`)."""
+    _, top_name = selected(top)
+    _, base_name = selected(base)
+    return top_name is not None and base_name is not None and top_name != base_name
+
+
+def _without_none(options: Mapping[str, Any]) -> Dict[str, Any]:
+    return {k: (_without_none(v) if isinstance(v, Mapping) else v)
+            for k, v in options.items() if v is not None}
+
+
+def with_defaults(defaults: Mapping[str, Any], options: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """``options`` merged over ``defaults`` (nested dicts key by key); a
+    ``None`` value keeps the default (the type rule's "not set")."""
+    return merge(defaults, _without_none(options or {}))
+
+
+# -- schemas -------------------------------------------------------------------------
+class Options(FrozenDict):
+    """Options checked by the one rule and merged over their defaults:
+    read-only (nested values too). :meth:`Schema.complete` makes them; a
+    component or builder given an ``Options`` takes it as it is."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What a set of options is checked and completed against (see the module docstring)."""
+
+    defaults: Mapping[str, Any]
+    choices: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+    ranges: Mapping[str, str] = field(default_factory=dict)
+    lengths: Mapping[str, int] = field(default_factory=dict)
+    #: ``check(options, where)``, given the options merged over the defaults:
+    #: what the other facets cannot say (raises :class:`ConfigError`)
+    check: Optional[Callable[[Mapping[str, Any], str], None]] = None
+
+    @classmethod
+    def of(cls, component: Any, extra_defaults: Optional[Mapping[str, Any]] = None,
+           extra_ranges: Optional[Mapping[str, str]] = None) -> "Schema":
+        """The schema a plugin class declares with its attributes ``defaults``,
+        ``choices``, ``ranges``, ``lengths`` and class method
+        ``check_options(options, where)``; ``extra_*`` are the options every
+        component of its kind accepts (a task's ``weight``...)."""
+        return cls(defaults={**(extra_defaults or {}), **(getattr(component, "defaults", None) or {})},
+                   choices=dict(getattr(component, "choices", None) or {}),
+                   ranges={**(extra_ranges or {}), **(getattr(component, "ranges", None) or {})},
+                   lengths=dict(getattr(component, "lengths", None) or {}),
+                   check=getattr(component, "check_options", None))
+
+    def validate(self, options: Mapping[str, Any], where: str) -> Dict[str, Any]:
+        """``options`` checked (a copy, numbers coerced), or :class:`ConfigError`."""
+        checked = check_options(options, self.defaults, where, self.choices)
+        check_ranges(checked, self.ranges, where)
+        check_lengths(checked, self.lengths, where)
+        if self.check is not None:
+            self.check(with_defaults(self.defaults, checked), where)
+        return checked
+
+    def complete(self, options: Optional[Mapping[str, Any]]) -> Options:
+        """Checked ``options`` merged over the defaults, read-only."""
+        return Options(freeze(with_defaults(self.defaults, options)))
+
+    def options(self, options: Optional[Mapping[str, Any]], where: str) -> Options:
+        """:meth:`validate` then :meth:`complete`; ``Options`` are returned as they are."""
+        if isinstance(options, Options):
+            return options
+        return self.complete(self.validate(options or {}, where))
+
+
+def component_options(component: Any, options: Optional[Mapping[str, Any]], where: str,
+                      extra_defaults: Optional[Mapping[str, Any]] = None,
+                      extra_ranges: Optional[Mapping[str, str]] = None) -> Options:
+    """The options of a component class (a fusion, weighting, backbone, task,
+    dataset, the ROCK block...) checked against what it declares
+    (:meth:`Schema.of`) and merged over its defaults: what a component made
+    by hand runs once, in its constructor. :class:`Options` (from a resolved
+    config) are returned as they are."""
+    return Schema.of(component, extra_defaults, extra_ranges).options(options, where)
+
+
+# -- selecting a plugin ----------------------------------------------------------------
 def component(spec: Any, where: str, name_key: str = SELECTOR,
               aliases: Sequence[str] = ()) -> Dict[str, Any]:
     """Normalise ``"residual"`` / ``{"name": "residual", ...}`` to a dict.

@@ -34,7 +34,6 @@ Usage::
 from __future__ import annotations
 
 import contextlib
-import difflib
 import importlib
 import os
 import sys
@@ -43,17 +42,18 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pluggy
 from torch import nn
 from torch.utils.data import Dataset
 
 from mtlkit import hookspecs
-from mtlkit.errors import MtlkitError
+from mtlkit.backbone import Backbone
+from mtlkit.errors import MtlkitError, did_you_mean  # noqa: F401 - did_you_mean also imported from here
 from mtlkit.fusion import Fusion
-from mtlkit.models.backbones.common import Backbone
 from mtlkit.task import Task
+from mtlkit.version import __version__
 from mtlkit.weighting import LossWeighting
 
 #: kind -> name of the hook that registers components of that kind
@@ -84,7 +84,7 @@ FORWARD_BASES: Dict[str, type] = {"backbone": nn.Module, "fusion": Fusion, "weig
 #: kind -> (what a registered object must be, in words; the check), applied at
 #: ``add()`` (the rules of :mod:`mtlkit.hookspecs`)
 KIND_RULES: Dict[str, Tuple[str, Callable[[Any], bool]]] = {
-    "backbone": ("a subclass of mtlkit.models.backbones.Backbone", _subclass_of(Backbone)),
+    "backbone": ("a subclass of mtlkit.backbone.Backbone", _subclass_of(Backbone)),
     "task": ("a subclass of mtlkit.task.Task", _subclass_of(Task)),
     "fusion": ("a subclass of mtlkit.fusion.Fusion", _subclass_of(Fusion)),
     "dataset": ("a subclass of torch.utils.data.Dataset or a function returning a dataset",
@@ -154,12 +154,6 @@ class PluginTiming:
     import_seconds: float = 0.0
     register_seconds: float = 0.0
     names: List[str] = field(default_factory=list)
-
-
-def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    """A ``" (did you mean 'x'?)"`` suffix, or ``""`` when nothing is close."""
-    close = difflib.get_close_matches(str(name), list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 class Registrar:
@@ -314,7 +308,7 @@ class Registry:
                 try:
                     module = self._import(short, BUILTIN_DISTRIBUTION,
                                           lambda name=module_name: importlib.import_module(name))
-                    self.register_plugin(module, short, BUILTIN_DISTRIBUTION, _mtlkit_version())
+                    self.register_plugin(module, short, BUILTIN_DISTRIBUTION, __version__)
                 except PluginError:
                     raise
                 except (Exception, SystemExit) as exc:  # noqa: BLE001
@@ -404,12 +398,6 @@ def _dist_name(ep: metadata.EntryPoint) -> str:
 def _dist_version(ep: metadata.EntryPoint) -> str:
     dist = getattr(ep, "dist", None)
     return dist.version if dist is not None else ""
-
-
-def _mtlkit_version() -> str:
-    from mtlkit import __version__
-
-    return __version__
 
 
 _REGISTRY: Optional[Registry] = None

@@ -1,8 +1,10 @@
 """The task interface: what a task plugin (primary or auxiliary) provides.
 
 A task is registered by class (``registry.add("depth", DepthTask)``); the
-model instantiates it once per model as ``cls(name, options)`` where
-``options`` are the task's config section merged over :attr:`Task.defaults`.
+model instantiates it once per model as ``cls(name, options)``: the task's
+options of the resolved config (:class:`mtlkit.options.Options`, checked and
+merged over :data:`COMMON_DEFAULTS` and :attr:`Task.defaults`), taken as they
+are; a task made by hand from a plain dict checks it with the same rule.
 
 Engine-facing methods (see ``docs/architecture.md``): :meth:`loss`,
 :meth:`postprocess`, :meth:`new_metric`, :meth:`visualize`. How the head is
@@ -22,11 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtlkit.errors import DataError
+from mtlkit.options import Schema
+
 PRIMARY = "primary"
 AUXILIARY = "auxiliary"
 
 #: options every task accepts, whatever its own defaults
 COMMON_DEFAULTS: Dict[str, Any] = {"weight": 1.0}
+#: ranges of options every task that has them shares
+COMMON_RANGES: Dict[str, str] = {"num_classes": ">= 1"}
 
 
 class Task(abc.ABC):
@@ -38,7 +45,9 @@ class Task(abc.ABC):
     * ``batch_keys``: the batch keys its loss and metric read (e.g.
       ``("depth", "depth_mask")``); datasets that lack them mark the sample
       with ``has[name] = False``.
-    * ``defaults``: option name -> default value (validated by the config).
+    * ``defaults``: option name -> default value; ``choices``, ``ranges``,
+      ``lengths`` and a class method ``check_options(options, where)``: the
+      other facets of the one option rule (:mod:`mtlkit.options`).
     """
 
     role: ClassVar[str] = AUXILIARY
@@ -74,12 +83,17 @@ class Task(abc.ABC):
     #: its metric's ``compute()``) -> (column title, factor applied for display)
     headline_metrics: ClassVar[Dict[str, Tuple[str, float]]] = {}
 
-    def __init__(self, name: str, options: Optional[Dict[str, Any]] = None):
+    def __init__(self, name: str, options: Optional[Mapping[str, Any]] = None):
         self.name = name
-        merged = {**COMMON_DEFAULTS, **self.defaults}
-        merged.update(options or {})
-        self.options = merged
-        self.weight = float(merged["weight"])
+        #: the task's own (editable) copy of its options, complete
+        self.options: Dict[str, Any] = dict(self.schema().options(options, f"model.tasks.{name}"))
+        self.weight = float(self.options["weight"])
+
+    @classmethod
+    def schema(cls) -> Schema:
+        """What the task's options are checked and completed against: its own
+        facets plus :data:`COMMON_DEFAULTS` / :data:`COMMON_RANGES`."""
+        return Schema.of(cls, COMMON_DEFAULTS, COMMON_RANGES)
 
     # -- model side ----------------------------------------------------------
     def build_head(self, in_channels: Sequence[int], **context: Any) -> nn.Module:
@@ -193,7 +207,7 @@ class AuxiliaryTask(Task):
 
     @property
     def group(self) -> int:
-        return int(self.options.get("group", 1))
+        return int(self.options["group"])
 
     def intensive_channels(self) -> int:
         """Channels of the task map read by intensive pooling."""
@@ -253,8 +267,6 @@ def labelled(batch: Mapping[str, Any], task: str, batch_size: int, derived_from:
     if flags.numel() != batch_size:
         raise ValueError(f"batch['has'][{task!r}] has {flags.numel()} entries for a batch of {batch_size}")
     if missing and bool(flags.any()):
-        from mtlkit.errors import DataError
-
         raise DataError(f"batch['has'][{task!r}] marks {int(flags.sum())} of {batch_size} sample(s) as "
                         f"labelled but the batch has no {key!r}: the dataset must give each labelled "
                         f"sample its {key!r} (or mark it has[{task!r}] = False)")

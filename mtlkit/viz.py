@@ -14,6 +14,8 @@ Plots (matplotlib, Agg canvas, written atomically as PNG):
 
 * :func:`plot_training_curves` - losses / lr / eval metrics from ``metrics.jsonl``.
 * :func:`plot_per_class_ap` - a bar chart of per-class AP.
+* :func:`figure` / :func:`save_figure` - a figure on its own Agg canvas (no
+  pyplot, no global backend) and its atomic PNG, for other plots.
 """
 
 from __future__ import annotations
@@ -21,9 +23,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
+import matplotlib
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
 
 from mtlkit.utils.io import atomic_write
 
@@ -83,8 +90,6 @@ def to_uint8_image(tensor_3hw: ArrayLike) -> np.ndarray:
 
 
 def _font(size: int = 12):
-    from PIL import ImageFont
-
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has no size argument
@@ -108,8 +113,6 @@ def draw_boxes(
     :param class_names: C names; ``None`` shows the label number.
     :returns: (H, W, 3) uint8.
     """
-    from PIL import Image, ImageDraw
-
     image = to_uint8_image(image_uint8)
     b = _numpy(boxes).reshape(-1, 4).astype(np.float64)
     lab = _numpy(labels).reshape(-1).astype(np.int64)
@@ -140,8 +143,6 @@ def draw_boxes(
 
 
 def _colormap(name: str):
-    import matplotlib
-
     return matplotlib.colormaps[name]
 
 
@@ -208,8 +209,6 @@ def colorize_normals(normals: ArrayLike, mask: Optional[ArrayLike] = None) -> np
 def text_panel(lines: Union[str, Sequence[str]], height: int, width: int,
                font_size: Optional[int] = None) -> np.ndarray:
     """Lines of white text on a dark (H, W, 3) uint8 panel (e.g. scene top-k)."""
-    from PIL import Image, ImageDraw
-
     if isinstance(lines, str):
         lines = lines.splitlines()
     pil = Image.new("RGB", (int(width), int(height)), (24, 24, 24))
@@ -235,8 +234,6 @@ def tile(images: Sequence[np.ndarray], cols: int, titles: Optional[Sequence[str]
     :param images: (H_i, W_i, 3) uint8 (or any input :func:`to_uint8_image` takes).
     :returns: (H, W, 3) uint8.
     """
-    from PIL import Image, ImageDraw
-
     pics = [to_uint8_image(im) for im in images]
     if not pics:
         raise ValueError("tile needs at least one picture")
@@ -269,30 +266,25 @@ def tile(images: Sequence[np.ndarray], cols: int, titles: Optional[Sequence[str]
 
 def save_image(image: np.ndarray, path: Union[str, "os.PathLike[str]"]) -> None:
     """Write an (H, W, 3) uint8 picture as PNG, atomically."""
-    from PIL import Image
-
     with atomic_write(path, "wb") as handle:
         Image.fromarray(to_uint8_image(image)).save(handle, format="PNG")
 
 
 # --------------------------------------------------------------------------- plots
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+def figure(width: float, height: float):
+    """A matplotlib ``Figure`` of ``width`` x ``height`` inches on its own Agg canvas."""
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save_figure(fig, path) -> None:
-    import warnings
-
+def save_figure(fig, path, dpi: Optional[float] = None) -> None:
+    """``fig`` laid out tight and written to ``path`` as PNG, atomically."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "tight layout not applied" on crowded axes
         fig.tight_layout()
     with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format="png")
+        fig.savefig(handle, format="png", dpi=dpi)
 
 
 def read_jsonl(path: Union[str, "os.PathLike[str]"]) -> List[Dict[str, Any]]:
@@ -372,7 +364,7 @@ def plot_training_curves(records: Union[str, "os.PathLike[str]", Iterable[Mappin
 
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
-    fig = _figure(5.0 * cols, 3.4 * rows)
+    fig = figure(5.0 * cols, 3.4 * rows)
     for k, (title, series, log) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, k + 1)
         for name, (xs, ys) in series.items():
@@ -384,7 +376,7 @@ def plot_training_curves(records: Union[str, "os.PathLike[str]", Iterable[Mappin
         ax.grid(True, alpha=0.3)
         if len(series) > 1:
             ax.legend(fontsize=7)
-    _save_figure(fig, path)
+    save_figure(fig, path)
     return True
 
 
@@ -398,7 +390,7 @@ def plot_per_class_ap(per_class: Mapping[str, float], path: Union[str, "os.PathL
     # None / NaN / negative (COCO's -1: class absent from the ground truth) -> n/a
     values = [float(per_class[n]) if per_class[n] is not None and float(per_class[n]) >= 0
               else float("nan") for n in names]
-    fig = _figure(7.0, max(2.5, 0.32 * len(names) + 1.0))
+    fig = figure(7.0, max(2.5, 0.32 * len(names) + 1.0))
     ax = fig.add_subplot(1, 1, 1)
     y = np.arange(len(names))
     shown = [0.0 if not math.isfinite(v) else v for v in values]
@@ -417,5 +409,5 @@ def plot_per_class_ap(per_class: Mapping[str, float], path: Union[str, "os.PathL
     mean = float(np.mean(finite)) if finite else float("nan")
     ax.set_title(f"{title} (mean {mean:.3f})")
     ax.grid(True, axis="x", alpha=0.3)
-    _save_figure(fig, path)
+    save_figure(fig, path)
     return True

@@ -35,9 +35,15 @@ from typing import Any, ClassVar, Dict, Mapping, Tuple
 import torch
 from torch import nn
 
+from mtlkit.options import component_options
+
 
 class LossWeighting(nn.Module):
-    """Base class of loss weightings; see the module docstring."""
+    """Base class of loss weightings; see the module docstring.
+
+    Options are declared like every plugin's (``defaults``, ``choices``,
+    ``ranges``...: :mod:`mtlkit.options`); the constructor checks them and
+    merges them over the defaults (:attr:`options`)."""
 
     defaults: ClassVar[Dict[str, Any]] = {}
 
@@ -45,7 +51,7 @@ class LossWeighting(nn.Module):
         super().__init__()
         self.task_names = list(tasks)
         self.task_weights = {name: float(getattr(task, "weight", 1.0)) for name, task in tasks.items()}
-        self.options = {**self.defaults, **options}
+        self.options = dict(component_options(type(self), options, "model.weighting"))
 
     def forward(self, losses: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, Dict[str, float]]:
         raise NotImplementedError

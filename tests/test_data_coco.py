@@ -221,5 +221,5 @@ def test_concat_from_config_through_the_registry(tmp_path):
     assert len(ds) == 4 and ds.classes == ["bed", "chair", "table"] and ds.quotas == [2, 2]
     assert [ds[i]["meta"]["source_index"] for i in range(4)] == [0, 0, 1, 1]
     assert ds[3]["meta"]["id"] == 3 and ds[3]["meta"]["source_id"] == 10
-    with pytest.raises(ConfigError, match=r"concat.sources\[1\] \(dataset 'coco'\): unknown option 'sise'.*'size'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'concat.sources\[1\].sise' \(did you mean 'size'\?\)"):
         build_dataset({"type": "concat", "sources": [src, dict(src, sise=1)]})

@@ -107,11 +107,11 @@ def test_build_dataset_errors():
         build_dataset({"root": "x"}, where="data.train")
     with pytest.raises(ConfigError, match=r"data.train.type: unknown dataset 'nyuv3'.*did you mean 'nyuv2'"):
         build_dataset({"type": "nyuv3"}, where="data.train")
-    with pytest.raises(ConfigError, match=r"unknown option 'splt'.*did you mean 'split'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'dataset.splt' \(did you mean 'split'\?\)"):
         build_dataset({"type": "nyuv2", "splt": "train"})
-    with pytest.raises(ConfigError, match="option 'depth' must be a bool"):
+    with pytest.raises(ConfigError, match="dataset.depth: expected a boolean, got int 1"):
         build_dataset({"type": "nyuv2", "depth": 1})
-    with pytest.raises(ConfigError, match="option 'depth_scale' must be a number"):
+    with pytest.raises(ConfigError, match="dataset.depth_scale: expected a number, got str 'mm'"):
         build_dataset({"type": "coco", "ann_file": "x.json", "depth_scale": "mm"})
 
 
@@ -148,7 +148,7 @@ def test_build_split_wires_dataset_and_transforms(monkeypatch):
     assert torch.allclose(val[0]["boxes"], torch.tensor([[0.0, 0, 1, 1]]))
     with pytest.raises(ConfigError, match="data.test is missing"):
         build_split(cfg, "test")
-    with pytest.raises(ConfigError, match="data.augment: unknown option"):
+    with pytest.raises(ConfigError, match="unknown key 'data.augment.flop'"):
         build_split(dict(cfg, augment={"flop": 1}), "train")
 
 
@@ -157,7 +157,7 @@ def test_build_dataset_by_name_and_a_validated_config_is_built_as_it_is(monkeypa
 
     from mtlkit import hookimpl
     from mtlkit import registry as registry_module
-    from mtlkit.config import validate_config
+    from mtlkit.config import resolve_config
 
     @hookimpl
     def mtlkit_register_datasets(registry):
@@ -171,16 +171,17 @@ def test_build_dataset_by_name_and_a_validated_config_is_built_as_it_is(monkeypa
         build_dataset({"name": "tiny"}, where="data.train")
     data = {"train": {"name": "tiny_test_only"}, "image_size": [4, 5],
             "augment": {"flip": 1.0, "crop": False, "expand": 0.0, "photometric": 0.0}}
-    checked = validate_config({"data": data})["data"]
-    a = build_split(checked, "train", validated=True)
+    checked = resolve_config({"data": data})
+    a = build_split(checked, "train")
     b = build_split(data, "train")
     assert torch.equal(a[0]["image"], b[0]["image"]) and torch.equal(a[0]["boxes"], b[0]["boxes"])
-    # validated=True trusts the options: no second check (validate_config made it)
-    import mtlkit.data.builders as data_module
+    # the resolved config is built as it is: no second check (its validation made it)
+    from mtlkit.options import Schema
 
     def no_second_check(*args, **kwargs):
         raise AssertionError("validated options checked again")
 
-    monkeypatch.setattr(data_module, "validate_options", no_second_check)
-    monkeypatch.setattr("mtlkit.data.transforms.validate_options", no_second_check)
-    build_split(checked, "train", validated=True)[0]
+    monkeypatch.setattr(Schema, "validate", no_second_check)
+    build_split(checked, "train")[0]
+    with pytest.raises(AssertionError, match="checked again"):  # a plain dict is checked, once
+        build_split(data, "train")

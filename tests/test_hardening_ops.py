@@ -34,7 +34,7 @@ def test_iou_thresholds_outside_0_1_are_refused(be, thr):
     with pytest.raises(ValueError, match="iou_threshold"):
         ops.ssd_match([boxes / 10], [torch.tensor([1, 2])], PRIORS, thr, backend=be)
     with pytest.raises(ValueError, match="iou_threshold"):
-        ops.ssd_postprocess(torch.zeros(1, 3, 4), torch.zeros(1, 3, 2), PRIORS, 0.1, thr, backend=be)
+        ops.ssd_postprocess(torch.zeros(1, 3, 4), torch.zeros(1, 3, 2), PRIORS, 0.1, thr, 200, 200, backend=be)
 
 
 @pytest.mark.parametrize("be", BACKENDS)
@@ -76,7 +76,8 @@ def test_meta_tensors_shapes_or_a_clear_refusal():
                  lambda: ops.batched_nms(boxes, torch.empty(5, device=meta),
                                          torch.empty(5, dtype=torch.int64, device=meta), 0.5),
                  lambda: ops.ssd_postprocess(torch.empty(1, 3, 4, device=meta),
-                                             torch.empty(1, 3, 2, device=meta), PRIORS.to(meta))):
+                                             torch.empty(1, 3, 2, device=meta), PRIORS.to(meta),
+                                             0.01, 0.45, 200, 200)):
         with pytest.raises(ValueError, match="meta tensors are not supported"):
             call()
 

@@ -432,13 +432,14 @@ def test_ssd_postprocess_nan_and_errors(be):
     assert 0 not in dets[0].labels.tolist()
     assert not dets[0].scores.isnan().any()
     with pytest.raises(ValueError, match="conf"):
-        ops.ssd_postprocess(loc, conf[:, :-1], priors, backend=be)
+        ops.ssd_postprocess(loc, conf[:, :-1], priors, 0.01, 0.45, 200, 200, backend=be)
     with pytest.raises(ValueError, match="priors"):
-        ops.ssd_postprocess(loc, conf, priors[:-1], backend=be)
+        ops.ssd_postprocess(loc, conf, priors[:-1], 0.01, 0.45, 200, 200, backend=be)
     with pytest.raises(TypeError, match="top_k"):
-        ops.ssd_postprocess(loc, conf, priors, top_k=2.5, backend=be)
+        ops.ssd_postprocess(loc, conf, priors, 0.01, 0.45, top_k=2.5, max_detections=200, backend=be)
     with pytest.raises(TypeError, match="score_threshold"):
-        ops.ssd_postprocess(loc, conf, priors, score_threshold="0.1", backend=be)
+        ops.ssd_postprocess(loc, conf, priors, score_threshold="0.1", iou_threshold=0.45, top_k=200,
+                            max_detections=200, backend=be)
 
 
 @needs_native

@@ -161,7 +161,7 @@ def test_in_place_plugin_and_lookup_errors():
 @pytest.mark.parametrize("kind, hook, expected", [
     ("task", "mtlkit_register_tasks", "mtlkit.task.Task"),
     ("fusion", "mtlkit_register_fusions", "mtlkit.fusion.Fusion"),
-    ("backbone", "mtlkit_register_backbones", "mtlkit.models.backbones.Backbone"),
+    ("backbone", "mtlkit_register_backbones", "mtlkit.backbone.Backbone"),
     ("weighting", "mtlkit_register_weightings", "mtlkit.weighting.LossWeighting"),
     ("dataset", "mtlkit_register_datasets", "torch.utils.data.Dataset"),
 ])

@@ -21,6 +21,8 @@ import sys
 import time
 from typing import List
 
+from mtlkit.engine.ablation import EXTRA_ROWS, plan_runs, prepare_data, run_all, select_rows, write_outputs
+from mtlkit.engine.ablation.report import aux_columns
 from mtlkit.errors import ConfigError, MtlkitError
 
 #: ``--quick``: a smoke-test scale (seconds per run), not a result
@@ -29,8 +31,6 @@ QUICK_ITERS = 30
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from mtlkit.engine.ablation import EXTRA_ROWS
-
     parser.add_argument("configs", nargs="?", default="configs/synthetic",
                         help="folder holding one config per row (default: %(default)s)")
     parser.add_argument("--out", default="runs/ablation", help="output folder (default: %(default)s)")
@@ -76,9 +76,6 @@ def usable_cores() -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from mtlkit.engine.ablation import plan_runs, prepare_data, run_all, select_rows, write_outputs
-    from mtlkit.engine.ablation.report import aux_columns
-
     if not os.path.isdir(args.configs):
         raise MtlkitError(f"config folder not found: {args.configs}")
     jobs = usable_cores() if args.jobs is None else args.jobs

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 
-from mtlkit.errors import MtlkitError
+from mtlkit.errors import MtlkitError, did_you_mean
 
 _SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SUITES_DIR = os.path.join(_SOURCE_ROOT, "benchmarks")
@@ -39,8 +39,6 @@ def main(args: argparse.Namespace) -> int:
                           "`mtlkit bench` needs a source checkout of mtlkit")
     for suite in args.suites:
         if suite not in known:
-            from mtlkit.registry import did_you_mean
-
             raise MtlkitError(f"unknown benchmark suite '{suite}'{did_you_mean(suite, known)}; "
                               f"available: {', '.join(known)}")
     files = [os.path.join(SUITES_DIR, f"test_{s}.py") for s in (args.suites or known)]

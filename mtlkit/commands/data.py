@@ -17,6 +17,11 @@ from __future__ import annotations
 
 import argparse
 
+from mtlkit.data.nyuv2 import prepare_nyuv2
+from mtlkit.errors import MtlkitError
+from mtlkit.utils.io import check_out_dir
+from mtlkit.utils.runlock import RunLock
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="{synth,nyuv2}")
@@ -24,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     synth = sub.add_parser("synth", help="render synthetic rooms to disk")
     try:
+        # optional: the renderer's trimesh + embreex (the other subcommands stay usable without)
         from mtlkit.data.synthetic import cli as synth_cli
     except Exception as exc:  # noqa: BLE001 - the other subcommands stay usable
         synth.set_defaults(_synth_error=f"{type(exc).__name__}: {exc}")
@@ -50,10 +56,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from mtlkit.errors import MtlkitError
-    from mtlkit.utils.io import check_out_dir
-    from mtlkit.utils.runlock import RunLock
-
     if args.data_command == "synth":
         if getattr(args, "_synth_error", None):
             raise MtlkitError(f"the synthetic renderer cannot be imported: {args._synth_error}")
@@ -61,8 +63,6 @@ def main(args: argparse.Namespace) -> int:
         with RunLock(args.out):  # one writer per folder; the set itself refuses a folder it did not write
             return int(args._synth_main(args) or 0)
     if args.data_command == "nyuv2":
-        from mtlkit.data.nyuv2 import prepare_nyuv2
-
         check_out_dir(args.out)
         with RunLock(args.out):
             return _nyuv2(args, prepare_nyuv2)

@@ -31,9 +31,21 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
+from mtlkit import viz
 from mtlkit.commands._common import add_config_arguments
+from mtlkit.config import run_config
+from mtlkit.data.images import open_checked, probe_image
+from mtlkit.data.transforms import Resize
+from mtlkit.engine.evaluator import build_eval_model
+from mtlkit.engine.logger import write_json
+from mtlkit.engine.runtime import select_device
 from mtlkit.errors import DataError, MtlkitError
+from mtlkit.utils.io import check_out_dir
+from mtlkit.utils.outdir import claim
+from mtlkit.utils.paths import kind_of, not_a_file
+from mtlkit.utils.runlock import RunLock
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
@@ -54,8 +66,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def find_images(specs: Sequence[str]) -> List[str]:
     """Files, folders (their image files, sorted) and glob patterns -> image
     paths, in the order given, without duplicates."""
-    from mtlkit.utils.paths import kind_of, not_a_file
-
     found: List[str] = []
     for spec in specs:
         kind = kind_of(spec)
@@ -90,8 +100,6 @@ def load_image(path: str) -> torch.Tensor:
     """(3, H, W) float32 RGB in [0, 1], upright by its EXIF orientation. A
     16-bit (or 32-bit) grey image is scaled by its full range (65535 for 16
     bits), not clipped at 255."""
-    from mtlkit.data.images import open_checked
-
     img = open_checked(path)
     try:
         if img.mode in _HIGH_DEPTH_MODES:
@@ -118,10 +126,6 @@ def check_images(paths: Sequence[str]) -> None:
     """Every image readable before anything is written: its header
     (:func:`mtlkit.data.images.probe_image`: a pipe or device, not an image,
     cut short, too large), then its data as far as PIL's ``verify`` checks it."""
-    from PIL import Image, UnidentifiedImageError
-
-    from mtlkit.data.images import probe_image
-
     for path in paths:
         probe_image(path)
         try:
@@ -147,14 +151,10 @@ def resize_image(image: torch.Tensor, size: Optional[Sequence[int]]) -> torch.Te
     """The network input: the data pipeline's evaluation resize."""
     if size is None:
         return image
-    from mtlkit.data.transforms import Resize
-
     return Resize(size)({"image": image})["image"]
 
 
 def _resize_picture(picture: np.ndarray, height: int, width: int) -> np.ndarray:
-    from PIL import Image
-
     if picture.shape[:2] == (height, width):
         return picture
     return np.asarray(Image.fromarray(picture).resize((width, height), Image.NEAREST))
@@ -197,8 +197,6 @@ def main(args: argparse.Namespace) -> int:
         raise MtlkitError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.score_threshold is not None and not 0.0 <= args.score_threshold <= 1.0:
         raise MtlkitError(f"--score-threshold must be a number in [0, 1], got {args.score_threshold}")
-    from mtlkit.utils.io import check_out_dir
-    from mtlkit.utils.runlock import RunLock
 
     check_out_dir(args.out)
     paths = find_images(args.images)
@@ -209,15 +207,10 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _detect(args: argparse.Namespace, paths: List[str]) -> int:
-    from mtlkit import viz
-    from mtlkit.engine.evaluator import build_eval_model
-    from mtlkit.engine.runtime import load_run_config, resolve_config, select_device
-    from mtlkit.utils.outdir import claim
-
-    cfg = resolve_config(load_run_config(args.config, args.overrides))
+    cfg = run_config(args.config, args.overrides)
     device = select_device(cfg["train"]["device"])
     model, meta = build_eval_model(cfg, args.checkpoint, device)
-    image_size = (cfg.get("data") or {}).get("image_size")
+    image_size = cfg.data_spec.image_size
     class_names = meta.get("classes")  # the data's, for a task without names of its own
     names = _unique_names(paths)
     # the last check: never replace a file of --out that an earlier detect did not write
@@ -241,8 +234,6 @@ def _detect(args: argparse.Namespace, paths: List[str]) -> int:
             records[-1]["picture"] = f"{names[start + i]}.png"
             panel = _panel(model, preds, i, originals[i], inputs[i].cpu(), args.score_threshold)
             viz.save_image(panel, os.path.join(args.out, f"{names[start + i]}.png"))
-
-    from mtlkit.engine.logger import write_json
 
     write_json(os.path.join(args.out, "predictions.json"), records)
     if args.json:
@@ -269,8 +260,6 @@ def _panel(model: Any, preds: Dict[str, Any], index: int, original: torch.Tensor
     """One picture per task, tiled: each on the original image or on the
     network input (:attr:`mtlkit.task.Task.draws_on_original`), scaled to the
     original size."""
-    from mtlkit import viz
-
     height, width = int(original.shape[-2]), int(original.shape[-1])
     pictures, titles = [viz.to_uint8_image(original)], ["input"]
     for name, task in model.tasks.items():

@@ -11,6 +11,10 @@ import os
 import sys
 
 from mtlkit.commands._common import add_config_arguments
+from mtlkit.config import flag_overrides, run_config
+from mtlkit.engine import dist
+from mtlkit.engine.evaluator import evaluate
+from mtlkit.metrics import summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,22 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from mtlkit.engine import dist
-    from mtlkit.engine.evaluator import evaluate
-    from mtlkit.metrics import summary
-
-    overrides = list(args.overrides)
-    if args.split:
-        overrides.append(f"eval.split={args.split}")
-    split = args.split
-    out = args.out
-    if out is None:
-        from mtlkit.config import get, load_config
-
-        split = split or get(load_config(args.config, overrides), "eval.split", "val") or "val"
-        out = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"eval_{split}")
-    metrics = evaluate(args.config, args.checkpoint, out_dir=out, overrides=overrides,
-                       use_ema=False if args.raw_weights else None)
+    cfg = run_config(args.config, list(args.overrides) + flag_overrides("eval", split=args.split))
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)),
+                                   f"eval_{cfg['eval']['split']}")
+    metrics = evaluate(cfg, args.checkpoint, out_dir=out, use_ema=False if args.raw_weights else None)
     if dist.is_main():
         print(summary(metrics, per_class=args.per_class))
         print(f"results written to {out}", file=sys.stderr)

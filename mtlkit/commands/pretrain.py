@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtlkit.data.builders import build_split
 from mtlkit.engine import dist
 from mtlkit.engine.precision import to_memory_format
 from mtlkit.engine.runtime import default_out_dir, run_config
@@ -49,6 +50,7 @@ from mtlkit.engine.state import FINISHED, RunState
 from mtlkit.engine.step import Losses, TrainStep
 from mtlkit.engine.trainer import Trainer
 from mtlkit.errors import ConfigError, MtlkitError
+from mtlkit.options import Schema
 from mtlkit.registry import get_registry
 from mtlkit.utils.io import atomic_write
 
@@ -204,16 +206,11 @@ def pretrain(data_root: str, out_path: str, run_dir: Optional[str] = None, resum
         removed afterwards: nothing to resume).
     :param resume: continue the run in ``run_dir``.
     :param options: :data:`DEFAULTS` (None keeps the default)."""
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise ConfigError(f"pretrain: unknown option '{unknown[0]}'; known: {', '.join(DEFAULTS)}")
+    opts = Schema(DEFAULTS).options(options, "pretrain")
     if resume and run_dir is None:
         raise ConfigError("pretrain: resume needs the run directory to continue (run_dir / --run-dir)")
-    opts = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
     cfg = run_config(pretrain_config(data_root, opts, progress))
-    from mtlkit.data import build_split  # the data package imports its plugins' code
-
-    train_set = build_split(cfg["data"], "train", train=True, seed=int(opts["seed"]), validated=True)
+    train_set = build_split(cfg, "train", train=True, seed=int(opts["seed"]))
     torch.manual_seed(int(opts["seed"]))  # the backbone's initialisation
     backbone = get_registry().get("backbone", opts["backbone"])()
     net = PretrainNet(backbone, len(train_set.scenes), len(train_set.classes))

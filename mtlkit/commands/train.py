@@ -15,7 +15,9 @@ import os
 import sys
 
 from mtlkit.commands._common import add_config_arguments
+from mtlkit.engine.trainer import default_out_dir, train
 from mtlkit.errors import MtlkitError
+from mtlkit.metrics import summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,9 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from mtlkit.engine.trainer import default_out_dir, train
-    from mtlkit.metrics import summary
-
     if args.resume and not args.out:
         raise MtlkitError("--resume needs --out DIR: the run directory to continue")
     out = args.out or default_out_dir(args.config)

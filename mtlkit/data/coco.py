@@ -47,12 +47,12 @@ import torch
 from torch.utils.data import Dataset
 
 from mtlkit.data.geometry import normals_from_rgb
+from mtlkit.data.images import open_checked, probe_image, read_rgb, size_of
 from mtlkit.errors import DataError
+from mtlkit.utils.paths import not_a_file
 
 
 def _load_json(path: str) -> Dict[str, Any]:
-    from mtlkit.utils.paths import not_a_file
-
     reason = not_a_file(path, "a COCO detection JSON")
     if reason is not None:
         raise DataError(reason)
@@ -129,8 +129,6 @@ class COCODetection(Dataset):
         image (:func:`mtlkit.data.images.probe_image`). Also fixes each
         record's frame: upright by its EXIF orientation unless the JSON's size
         is that of the stored pixels."""
-        from mtlkit.data.images import probe_image, size_of
-
         for rec in self.records:
             path = os.path.join(self.image_dir, rec["file_name"])
             try:
@@ -256,8 +254,6 @@ class COCODetection(Dataset):
         return None
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
-        from mtlkit.data.images import read_rgb
-
         rec = self.records[index]
         image_path = os.path.join(self.image_dir, rec["file_name"])
         try:
@@ -350,6 +346,4 @@ def _load_npy(path: str) -> np.ndarray:
 
 
 def _load_png(path: str) -> np.ndarray:
-    from mtlkit.data.images import open_checked
-
     return np.asarray(open_checked(path, upright=False))

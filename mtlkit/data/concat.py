@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
+from mtlkit.data.builders import build_dataset
 from mtlkit.errors import ConfigError
 
 
@@ -61,8 +62,6 @@ class ConcatDataset(Dataset):
 
     def __init__(self, sources: Sequence[Any] = (), weights: Optional[Sequence[float]] = None,
                  size: Optional[int] = None, seed: int = 0):
-        from mtlkit.data.builders import build_dataset
-
         if not sources:
             raise ConfigError("concat dataset: 'sources' must list at least one dataset")
         self.datasets: List[Dataset] = [

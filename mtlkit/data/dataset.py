@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mtlkit.data.collate import collate
+from mtlkit.schema import LABEL_SUBSET_DEFAULTS
 
 
 class LabelSubset(Dataset):
@@ -20,21 +21,14 @@ class LabelSubset(Dataset):
     The labelled samples are the first ``round(fraction * len(dataset))`` of a
     permutation seeded by ``seed``: the same subset for every run and epoch.
     Config: a split's ``label_subset: {fraction: 0.3, tasks: [scene, depth,
-    normals], seed: 0}`` (see :func:`mtlkit.data.build_dataset`).
+    normals], seed: 0}`` (see :func:`mtlkit.data.build_dataset`), checked by
+    the config's one rule (:data:`mtlkit.schema.LABEL_SUBSET`).
     """
 
-    OPTIONS = {"fraction": 1.0, "tasks": [], "seed": 0}
+    #: its options (``fraction``, ``tasks``, ``seed``) and their defaults: :data:`mtlkit.schema.LABEL_SUBSET`
+    OPTIONS = LABEL_SUBSET_DEFAULTS
 
-    def __init__(self, dataset: Dataset, fraction: float, tasks, seed: int = 0,
-                 where: str = "label_subset"):
-        from mtlkit.errors import ConfigError
-
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
-            raise ConfigError(f"{where}.fraction must be a number in [0, 1], got {fraction!r}")
-        if not isinstance(tasks, (list, tuple)) or not tasks or not all(isinstance(t, str) for t in tasks):
-            raise ConfigError(f"{where}.tasks must be a non-empty list of task names, got {tasks!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"{where}.seed must be an integer, got {seed!r}")
+    def __init__(self, dataset: Dataset, fraction: float, tasks, seed: int = 0):
         self.dataset = dataset
         self.tasks = list(tasks)
         n = len(dataset)

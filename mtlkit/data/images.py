@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mtlkit.errors import DataError
+from mtlkit.utils.paths import not_a_file
 
 #: EXIF tag 0x0112: 1 = upright; 5..8 swap width and height
 ORIENTATION_TAG = 0x0112
@@ -91,10 +94,6 @@ _PIL_LIMIT_LOCK = threading.Lock()
 
 def _open(path: str):
     """``PIL.Image.open`` with mtlkit's errors (the file is checked to be a regular file first)."""
-    from PIL import Image, UnidentifiedImageError
-
-    from mtlkit.utils.paths import not_a_file
-
     reason = not_a_file(path, "an image file")
     if reason is not None:
         raise DataError(reason)
@@ -125,9 +124,6 @@ def probe_image(path: str) -> ImageInfo:
     """The header of the image at ``path`` (see the module docstring); raises
     :class:`DataError` naming the file."""
     path = os.fspath(path)
-    import warnings
-
-    from PIL import Image
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -149,10 +145,6 @@ def probe_image(path: str) -> ImageInfo:
 def read_rgb(path: str, upright: bool = True) -> np.ndarray:
     """(H, W, 3) uint8 RGB pixels of the image at ``path``, turned by its EXIF
     orientation unless ``upright`` is False; raises :class:`DataError`."""
-    import warnings
-
-    from PIL import Image, ImageOps
-
     path = os.fspath(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -173,10 +165,6 @@ def open_checked(path: str, upright: bool = True):
     """A decoded ``PIL.Image`` (loaded, file closed), upright by its EXIF
     orientation unless ``upright`` is False, for callers that need the mode
     (16-bit grey, float): the checks of :func:`read_rgb`."""
-    import warnings
-
-    from PIL import Image, ImageOps
-
     path = os.fspath(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)

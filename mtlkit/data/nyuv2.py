@@ -53,12 +53,17 @@ import os
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import h5py
 import numpy as np
+import scipy.io
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from mtlkit.data.geometry import decode_normals, encode_normals, normals_from_depth, normals_from_rgb, nyu_intrinsics
 from mtlkit.errors import DataError
+from mtlkit.utils.paths import not_a_file
 
 #: the 19 object classes of the ROCK / Gupta et al. NYUv2 detection benchmark
 NYU_CLASSES = (
@@ -76,17 +81,9 @@ def cache_path(root: str, split: str) -> str:
 
 
 # -- reading the official files -----------------------------------------------
-def _h5py():
-    import h5py
-
-    return h5py
-
-
 def _require_file(path: str, expected: str) -> None:
     """A regular file, or one line saying what ``path`` is (a folder, a pipe
     that would block, /dev/null) or that it does not exist."""
-    from mtlkit.utils.paths import not_a_file
-
     reason = not_a_file(path, expected)
     if reason is not None:
         raise DataError(reason)
@@ -96,7 +93,7 @@ def open_mat(path: str):
     """Open the labeled .mat with h5py; DataError if missing, truncated or not HDF5."""
     _require_file(path, "nyu_depth_v2_labeled.mat")
     try:
-        return _h5py().File(path, "r")
+        return h5py.File(path, "r")
     except OSError as exc:
         raise DataError(
             f"{path}: cannot be read as a MATLAB v7.3 (HDF5) file — truncated or another format? ({exc})"
@@ -125,8 +122,6 @@ def read_mat_strings(f, key: str, path: str) -> List[str]:
 
 def read_splits(path: str, num_images: int) -> Tuple[np.ndarray, np.ndarray]:
     """``trainNdxs`` / ``testNdxs`` of splits.mat as 1-based int64 arrays, validated."""
-    import scipy.io
-
     _require_file(path, "splits.mat with trainNdxs and testNdxs")
     try:
         mat = scipy.io.loadmat(path)
@@ -310,8 +305,6 @@ class EigenNormals:
 
 
 def _read_png(path: str, dtype) -> np.ndarray:
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             arr = np.asarray(im)
@@ -383,7 +376,6 @@ def _check_replaceable(path: str) -> None:
     user's, and is refused before any work."""
     if not os.path.lexists(path):
         return
-    h5py = _h5py()
     try:
         with h5py.File(path, "r") as f:
             ours = "version" in f.attrs and "split" in f.attrs and "fingerprint" in f.attrs
@@ -397,7 +389,6 @@ def _check_replaceable(path: str) -> None:
 def _write_split(source: MatSource, split: str, indices: np.ndarray, out: str,
                  eigen: Optional[EigenNormals], scene_names: List[str],
                  compression: Optional[str], progress: bool) -> str:
-    h5py = _h5py()
     final = cache_path(out, split)
     partial = os.path.join(out, f".nyuv2_{split}.h5.partial")
     fingerprint = _fingerprint(source.path, indices, eigen.folder if eigen else None)
@@ -444,8 +435,6 @@ def _write_split(source: MatSource, split: str, indices: np.ndarray, out: str,
         intrinsics = nyu_intrinsics(H, W)
         iterator = range(done, n)
         if progress:
-            from tqdm import tqdm
-
             iterator = tqdm(iterator, total=n, initial=done, desc=f"nyuv2 {split}", unit="img")
         for j in iterator:
             i = int(indices[j]) - 1
@@ -520,7 +509,7 @@ class NYUv2(Dataset):
             raise DataError(f"{self.path}: no NYUv2 cache for split '{split}'; prepare it with "
                             f"`mtlkit data nyuv2 --mat nyu_depth_v2_labeled.mat --splits splits.mat --out {root}`")
         try:
-            with _h5py().File(self.path, "r") as f:
+            with h5py.File(self.path, "r") as f:
                 if not f.attrs.get("complete"):
                     raise DataError(f"{self.path}: incomplete cache; rerun `mtlkit data nyuv2`")
                 self.classes = list(json.loads(f.attrs["classes"]))
@@ -544,7 +533,7 @@ class NYUv2(Dataset):
 
     def _handle(self):
         if self._file is None or self._pid != os.getpid():
-            self._file = _h5py().File(self.path, "r")
+            self._file = h5py.File(self.path, "r")
             self._pid = os.getpid()
         return self._file
 

@@ -26,19 +26,19 @@ pixel columns 3..5 is x1=3, x2=6).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mtlkit.data.options import validate_options
+from mtlkit.backbone import IMAGENET_MEAN  # the default fill of RandomExpand
+from mtlkit.errors import ConfigError
 from mtlkit.ops.reference import box_iou  # noqa: F401 - the crop's IoU (pure PyTorch, any backend)
+from mtlkit.registry import get_registry
+from mtlkit.schema import AUGMENT, AUGMENT_DEFAULTS  # noqa: F401 - AUGMENT_DEFAULTS also imported from here
 
 Sample = Dict[str, Any]
-
-#: ImageNet mean in [0, 1], the default fill of :class:`RandomExpand`
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
 
 
 # -- helpers ------------------------------------------------------------------
@@ -56,8 +56,6 @@ def vector_keys() -> FrozenSet[str]:
     """Batch keys of unit-vector fields (x negated by a flip, renormalised
     after a resize), as the registered tasks declare them
     (:attr:`mtlkit.task.Task.map_kinds`, e.g. ``{"normals": "vector"}``)."""
-    from mtlkit.registry import get_registry
-
     registry = get_registry()
     cached = _VECTOR_KEYS.get(id(registry))
     if cached is None:
@@ -466,35 +464,16 @@ class Resize:
 
 
 # -- configuration ------------------------------------------------------------
-#: options of ``data.augment`` (see :func:`build_transforms`)
-AUGMENT_DEFAULTS: Dict[str, Any] = {
-    "enabled": True,
-    "photometric": 0.5,
-    "brightness": 0.125,
-    "contrast": 0.5,
-    "saturation": 0.5,
-    "hue": 0.05,
-    "expand": 0.5,
-    "expand_max_ratio": 4.0,
-    "fill": list(IMAGENET_MEAN),
-    "crop": True,
-    "crop_min_ious": [None, 0.1, 0.3, 0.5, 0.7, 0.9],
-    "crop_min_scale": 0.3,
-    "crop_aspect_range": [0.5, 2.0],
-    "crop_trials": 50,
-    "flip": 0.5,
-}
-
-
-def build_transforms(augment_cfg: Optional[Dict[str, Any]], image_size: Optional[Sequence[int]],
-                     train: bool, validated: bool = False) -> Compose:
+def build_transforms(augment_cfg: Optional[Mapping[str, Any]], image_size: Optional[Sequence[int]],
+                     train: bool) -> Compose:
     """The transform pipeline for training or evaluation.
 
     Training (``train=True`` and ``augment.enabled``): photometric jitter ->
     random expand -> SSD random crop -> resize -> horizontal flip. Evaluation:
     resize only. ``image_size`` (H, W) or ``None`` (keep each sample's size).
 
-    ``augment_cfg`` options (:data:`AUGMENT_DEFAULTS`):
+    ``augment_cfg`` options (``data.augment``; their defaults:
+    :data:`mtlkit.schema.AUGMENT_DEFAULTS`):
 
     * ``enabled`` (bool): augment at all when training.
     * ``photometric`` (float): probability of each colour step (0 disables);
@@ -507,16 +486,12 @@ def build_transforms(augment_cfg: Optional[Dict[str, Any]], image_size: Optional
       ``crop_trials``.
     * ``flip`` (float): probability of the horizontal flip.
 
-    ``validated``: ``augment_cfg`` is ``data.augment`` of a config returned
-    by :func:`mtlkit.config.validate_config`, which checked it: it is merged
-    over the defaults as it is, not checked again.
+    ``augment_cfg`` from the resolved config (:class:`mtlkit.options.Options`)
+    is taken as it is; a plain dict is checked once, by the config's rule.
 
     :raises ConfigError: on an unknown option or a wrongly typed value.
     """
-    if validated:  # what validate_options gives for valid options
-        opts = {**AUGMENT_DEFAULTS, **{k: v for k, v in (augment_cfg or {}).items() if v is not None}}
-    else:
-        opts = validate_options(augment_cfg or {}, AUGMENT_DEFAULTS, "data.augment")
+    opts = AUGMENT.options(augment_cfg, "data.augment")
     transforms: List[Any] = []
     if train and opts["enabled"]:
         if opts["photometric"] > 0:
@@ -534,8 +509,6 @@ def build_transforms(augment_cfg: Optional[Dict[str, Any]], image_size: Optional
             transforms.extend(t for t in (expander, cropper) if t is not None)
     if image_size is not None:
         if len(image_size) != 2:
-            from mtlkit.errors import ConfigError
-
             raise ConfigError(f"data.image_size must be [H, W], got {image_size!r}")
         transforms.append(Resize(image_size))
     if train and opts["enabled"] and opts["flip"] > 0:

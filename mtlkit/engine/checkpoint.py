@@ -25,13 +25,15 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import warnings
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 
 from mtlkit.errors import DataError
-from mtlkit.utils.io import atomic_write
+from mtlkit.utils.io import atomic_write, remove_stale_temps
+from mtlkit.utils.paths import kind_of, not_a_file
 
 FORMAT = 1
 
@@ -78,8 +80,6 @@ def save_checkpoint(state: Mapping[str, Any], path: str) -> None:
     """``torch.save`` ``state`` to ``path`` atomically; first remove the
     temporary files of ``path`` a killed writer left (a SIGKILL mid-write
     leaves ``.last.pt.<host>.<pid>.<random>.tmp``)."""
-    from mtlkit.utils.io import remove_stale_temps
-
     remove_stale_temps(path)
     with atomic_write(path, "wb") as handle:
         torch.save(dict(state, format=FORMAT), handle)
@@ -91,11 +91,6 @@ def load_checkpoint(path: str, map_location: Any = "cpu") -> Dict[str, Any]:
     is named as such, never opened), and for an ``iteration`` that is not a
     number of steps. Temporary files a killed writer left beside it are
     removed (:func:`mtlkit.utils.io.remove_stale_temps`)."""
-    import warnings
-
-    from mtlkit.utils.io import remove_stale_temps
-    from mtlkit.utils.paths import kind_of, not_a_file
-
     path = os.fspath(path)
     kind = kind_of(path)
     if kind == "folder":

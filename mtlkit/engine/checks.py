@@ -10,6 +10,10 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import yaml
+
+from mtlkit.engine.runtime import dataset_attr
+from mtlkit.engine.runtime import dataset_attr
 from mtlkit.errors import ConfigError, DataError
 
 #: config keys a resumed run may change: how long it runs, how often it logs /
@@ -62,8 +66,6 @@ def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> List[T
 def check_resume_config(ckpt: Mapping[str, Any], cfg: Mapping[str, Any], path: str) -> None:
     """Refuse to resume ``path`` with a config other than the one it was
     trained with (beyond :data:`RESUMABLE_CHANGES`), naming the keys."""
-    import yaml
-
     text = (ckpt.get("meta") or {}).get("config")
     if not isinstance(text, str):
         return  # a checkpoint without its config: nothing to compare
@@ -86,8 +88,6 @@ def check_resume_config(ckpt: Mapping[str, Any], cfg: Mapping[str, Any], path: s
 
 
 def _classes_of(dataset: Any) -> Optional[List[str]]:
-    from mtlkit.engine.runtime import dataset_attr
-
     classes = dataset_attr(dataset, "classes")
     return [str(c) for c in classes] if classes is not None else None
 
@@ -116,8 +116,6 @@ def check_label_names(model: Any, datasets: Sequence[Tuple[str, Any]],
     the names of the data the checkpoint was trained on). A scene index means
     a name: without this check, index 0 of one set's sorted names becomes
     another set's "bathroom" silently."""
-    from mtlkit.engine.runtime import dataset_attr
-
     for task_name, task in (getattr(model, "tasks", None) or {}).items():
         attr = getattr(task, "label_names_attr", None)
         if not attr:

@@ -23,11 +23,34 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 from torch import nn
 
+from mtlkit import viz
+from mtlkit.data.builders import build_split
+from mtlkit.data.collate import collate
 from mtlkit.engine import dist
+from mtlkit.engine.checkpoint import (
+    check_finite_state,
+    load_checkpoint,
+    load_model_state,
+    model_state,
+    strip_ddp_prefix,
+)
+from mtlkit.engine.checks import check_classes
 from mtlkit.engine.data import eval_loader
 from mtlkit.engine.logger import write_json
 from mtlkit.engine.precision import amp_dtype_for, autocast
-from mtlkit.engine.runtime import dataset_attr, device_session, eval_loader_settings, move_to, run_config
+from mtlkit.engine.runtime import (
+    ResolvedConfig,
+    dataset_attr,
+    device_session,
+    eval_loader_settings,
+    move_to,
+    run_config,
+)
+from mtlkit.errors import ConfigError
+from mtlkit.models.compose import build_model
+from mtlkit.utils.io import check_out_dir
+from mtlkit.utils.outdir import OutputExists, claim, conflicts
+from mtlkit.utils.runlock import RunLock
 
 
 def _eval_autocast(device: torch.device, amp_dtype: Optional[torch.dtype]):
@@ -123,15 +146,11 @@ def _is_number(v: Any) -> bool:
         isinstance(v, torch.Tensor) and v.numel() == 1)
 
 
-def build_eval_model(cfg: Mapping[str, Any], checkpoint: Optional[str], device: torch.device,
+def build_eval_model(cfg: ResolvedConfig, checkpoint: Optional[str], device: torch.device,
                      use_ema: Optional[bool] = None) -> Tuple[nn.Module, Dict[str, Any]]:
-    """The config's model with a checkpoint's weights (EMA ones when present),
-    in eval mode on ``device``; returns ``(model, checkpoint meta)``."""
-    from mtlkit import build_model
-    from mtlkit.engine.checkpoint import (check_finite_state, load_checkpoint, load_model_state,
-                                          model_state, strip_ddp_prefix)
-
-    model = build_model(cfg, validated=True)  # evaluate() loaded and validated it
+    """The resolved config's model with a checkpoint's weights (EMA ones when
+    present), in eval mode on ``device``; returns ``(model, checkpoint meta)``."""
+    model = build_model(cfg)
     meta: Dict[str, Any] = {}
     if checkpoint is not None:
         ckpt = load_checkpoint(checkpoint)
@@ -141,7 +160,7 @@ def build_eval_model(cfg: Mapping[str, Any], checkpoint: Optional[str], device: 
         meta = dict(ckpt.get("meta") or {})
         meta["iteration"] = int(ckpt.get("iteration", 0))
     model = model.to(device).eval()
-    if (cfg.get("train") or {}).get("channels_last"):
+    if cfg["train"]["channels_last"]:
         # the layout the trainer evaluated in: the figures then match its final evaluation exactly
         model = model.to(memory_format=torch.channels_last)
     return model, meta
@@ -153,7 +172,8 @@ def evaluate(cfg: Any, checkpoint: Optional[str], out_dir: Optional[str] = None,
              use_ema: Optional[bool] = None) -> Dict[str, Dict[str, float]]:
     """Evaluate a checkpoint on the config's ``data.<eval.split>``.
 
-    :param cfg: config path or dict (``overrides`` applied, validated).
+    :param cfg: the resolved config, or a config path or dict (``overrides``
+        applied, validated and resolved once: :func:`mtlkit.config.run_config`).
     :param checkpoint: a ``last.pt`` (``None``: the model as built, for tests).
     :param out_dir: where ``metrics.json``, ``detections.json`` and
         ``per_class_ap.png`` go (nothing is written when ``None``). The folder
@@ -165,32 +185,23 @@ def evaluate(cfg: Any, checkpoint: Optional[str], out_dir: Optional[str] = None,
         also holds EMA weights (default: the EMA weights when present).
     :returns: task -> metric name -> value.
     """
-    from mtlkit.errors import ConfigError
-
     cfg = run_config(cfg, overrides)
-    data = cfg.get("data") or {}
     split = split or cfg["eval"]["split"]
     if out_dir is not None:
         _check_eval_out(out_dir, checkpoint)
     with device_session(cfg["train"]) as device, contextlib.ExitStack() as stack:
         if out_dir is not None:
-            from mtlkit.utils.runlock import RunLock
-
             stack.enter_context(RunLock(out_dir, enabled=dist.is_main()))
             _check_eval_out(out_dir, checkpoint)  # again, now that no other process writes there
         if dataset is None:
-            if data.get(split) is None:
+            if split not in cfg.data_spec.splits:
                 raise ConfigError(f"data.{split} is missing: nothing to evaluate on")
-            from mtlkit.data import build_split
-
-            dataset = build_split(data, split, train=False, seed=int(cfg["train"]["seed"]),
-                                  validated=True)  # load_run_config validated it
+            dataset = build_split(cfg, split, train=False, seed=int(cfg["train"]["seed"]))
         if collate_fn is None:
-            from mtlkit.data import collate as collate_fn
+            collate_fn = collate
         meta: Dict[str, Any] = {}
         if model is None:
             model, meta = build_eval_model(cfg, checkpoint, device, use_ema)
-            from mtlkit.engine.checks import check_classes
 
             check_classes(model, dataset, None, meta.get("classes"), meta.get("scenes"), split=split)
         else:
@@ -201,8 +212,6 @@ def evaluate(cfg: Any, checkpoint: Optional[str], out_dir: Optional[str] = None,
             model, dataset, batch_size, collate_fn, device, workers,
             export_detections=out_dir is not None and bool(cfg["eval"]["export_detections"]), amp_dtype=amp)
         if out_dir is not None and dist.is_main():
-            from mtlkit.utils.outdir import claim
-
             claim(out_dir, EVAL_OUTPUTS, "eval")
             classes = dataset_attr(dataset, "classes") or meta.get("classes")
             write_eval_outputs(out_dir, values, metrics, detections, classes,
@@ -220,9 +229,6 @@ def _check_eval_out(out_dir: str, checkpoint: Optional[str]) -> None:
     """``out_dir`` usable, and none of :data:`EVAL_OUTPUTS` there unless an
     earlier evaluation wrote it: a training run's ``metrics.json`` (or a
     user's file) is never replaced."""
-    from mtlkit.utils.io import check_out_dir
-    from mtlkit.utils.outdir import OutputExists, conflicts
-
     check_out_dir(out_dir)
     found = conflicts(out_dir, EVAL_OUTPUTS, "eval") if os.path.isdir(out_dir) else {}
     if found:
@@ -262,7 +268,5 @@ def write_eval_outputs(out_dir: str, values: Mapping[str, Mapping[str, float]], 
     if detections is not None:
         write_json(os.path.join(out_dir, "detections.json"), detections, indent=None)
     if plots and per_class:
-        from mtlkit import viz
-
         viz.plot_per_class_ap(per_class, os.path.join(out_dir, "per_class_ap.png"),
                               title=f"{name} per-class AP")

@@ -8,6 +8,8 @@ import os
 import sys
 from typing import Any, Dict, Mapping, Optional
 
+from tqdm import tqdm
+
 from mtlkit.engine import dist
 from mtlkit.utils.io import atomic_write, plain, with_path
 
@@ -97,7 +99,6 @@ def progress_bar(total: int, initial: int, enabled: bool):
     """A tqdm bar on stderr, or ``None`` when disabled."""
     if not enabled:
         return None
-    from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, dynamic_ncols=True, unit="it", desc="train",
                 mininterval=0.5)

@@ -1,9 +1,10 @@
 """What the trainer and the evaluator both need, in one place.
 
-* config: :func:`run_config` (read + override + validate + resolve, once),
-  :func:`flag_overrides` (command-line flags as overrides), :func:`load_run_config`
-  (read + validate), :func:`resolve_config` (complete ``train`` / ``eval``
-  sections), :func:`with_defaults`;
+* config: the run's one resolved config comes from
+  :func:`mtlkit.config.run_config` (re-exported here with
+  :func:`~mtlkit.config.flag_overrides`, :func:`~mtlkit.resolved.resolve_config`,
+  :func:`~mtlkit.options.with_defaults` and ``load_run_config``, the old name
+  of :func:`mtlkit.config.load_config`); :func:`default_out_dir`;
 * process: :func:`apply_num_threads`, :func:`select_device`,
   :func:`device_session` (device + torch.distributed group from the
   environment), :func:`seed_everything`;
@@ -18,69 +19,23 @@ module imports neither the trainer nor the evaluator (both import it).
 from __future__ import annotations
 
 import contextlib
-import copy
 import datetime
-import json
 import os
 import random
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
 
+from mtlkit.config import ConfigSource, flag_overrides, run_config  # noqa: F401 - re-exported
+from mtlkit.config import load_config as load_run_config  # noqa: F401 - its old name here
 from mtlkit.engine import dist
 from mtlkit.errors import ConfigError
-
-ConfigSource = Union[str, "os.PathLike[str]", Mapping[str, Any]]
+from mtlkit.options import with_defaults  # noqa: F401 - re-exported
+from mtlkit.resolved import ResolvedConfig, resolve_config  # noqa: F401 - re-exported
 
 
 # -- config -------------------------------------------------------------------
-def with_defaults(defaults: Mapping[str, Any], section: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-    """``section`` merged over ``defaults`` (nested dicts merged key by key)."""
-    out = copy.deepcopy(dict(defaults))
-    for key, value in (section or {}).items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and out[key]:
-            out[key] = with_defaults(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def load_run_config(cfg: ConfigSource, overrides: List[str] = ()) -> Dict[str, Any]:
-    """A config path or dict with ``overrides`` applied, validated once
-    (:func:`mtlkit.config.load_config`)."""
-    from mtlkit.config import load_config
-
-    return load_config(cfg, list(overrides))
-
-
-def run_config(cfg: ConfigSource, overrides: List[str] = ()) -> Dict[str, Any]:
-    """The one resolved config of a run: ``cfg`` (a path or a dict) with
-    ``overrides`` applied, validated, and its ``train`` / ``eval`` sections
-    completed (:func:`resolve_config`). Command-line flags are overrides
-    too (:func:`flag_overrides`), so every value is checked by the same pass."""
-    return resolve_config(load_run_config(cfg, overrides))
-
-
-def flag_overrides(section: str, **values: Any) -> List[str]:
-    """``section.key=value`` overrides of the values that are not None, the
-    value written as JSON (which YAML reads back as the same value):
-    ``flag_overrides("train", iters=5, seed=None)`` -> ``["train.iters=5"]``."""
-    return [f"{section}.{key}={json.dumps(value.item() if hasattr(value, 'item') else value)}"
-            for key, value in values.items() if value is not None]
-
-
-def resolve_config(cfg: Mapping[str, Any]) -> Dict[str, Any]:
-    """The config with complete ``train`` and ``eval`` sections: the engine's
-    defaults, plus the post-processing options the primary task declares
-    (:func:`mtlkit.config.section_schema`)."""
-    from mtlkit.config import section_schema
-
-    cfg = copy.deepcopy(dict(cfg))
-    for section in ("train", "eval"):
-        cfg[section] = with_defaults(section_schema(section, cfg.get("model")).defaults, cfg.get(section))
-    return cfg
-
 
 def default_out_dir(config_path: Optional[str]) -> str:
     """``runs/<config stem>-<timestamp>``."""
@@ -145,12 +100,12 @@ def move_to(batch: Any, device: torch.device, non_blocking: bool = False) -> Any
     return batch
 
 
-def eval_loader_settings(cfg: Mapping[str, Any]) -> Tuple[int, int]:
+def eval_loader_settings(cfg: ResolvedConfig) -> Tuple[int, int]:
     """(batch size, workers) of evaluation: ``eval.batch_size`` /
-    ``eval.num_workers``, else ``data.batch_size`` (8) / ``data.num_workers`` (0)."""
-    ec, data = cfg["eval"], cfg.get("data") or {}
-    batch_size = int(ec["batch_size"] or data.get("batch_size", 8))
-    workers = int(ec["num_workers"] if ec["num_workers"] is not None else data.get("num_workers", 0))
+    ``eval.num_workers``, else ``data.batch_size`` / ``data.num_workers``."""
+    ec, data = cfg["eval"], cfg.data_spec
+    batch_size = int(ec["batch_size"] or data.batch_size)
+    workers = int(ec["num_workers"] if ec["num_workers"] is not None else data.num_workers)
     return batch_size, workers
 
 

@@ -30,8 +30,9 @@ import torch
 import yaml
 from torch import nn
 
-from mtlkit import __version__
 from mtlkit.config import save_config
+from mtlkit.data.builders import build_split
+from mtlkit.data.collate import collate
 from mtlkit.engine import dist
 from mtlkit.engine.checkpoint import (
     check_finite_state,
@@ -60,6 +61,7 @@ from mtlkit.engine.logger import RunLogger, note
 from mtlkit.engine.optim import LRSchedule, build_optimizer
 from mtlkit.engine.precision import amp_dtype_for
 from mtlkit.engine.runtime import (  # noqa: F401 - resolve_config & co. are also imported from here
+    ResolvedConfig,
     dataset_attr,
     default_out_dir,
     device_session,
@@ -72,7 +74,9 @@ from mtlkit.engine.runtime import (  # noqa: F401 - resolve_config & co. are als
 from mtlkit.engine.state import FAILED, FINISHED, RUNNING, STOPPED, RunState
 from mtlkit.engine.step import TrainStep
 from mtlkit.errors import RunExists, TrainingDiverged  # noqa: F401 - also imported from here
+from mtlkit.models.compose import build_model
 from mtlkit.utils.io import check_out_dir, make_out_dir, plain
+from mtlkit.version import __version__
 
 CHECKPOINT_NAME = "last.pt"
 
@@ -80,8 +84,9 @@ CHECKPOINT_NAME = "last.pt"
 class Trainer:
     """Trains a model on a resolved config; :meth:`run` returns the final metrics.
 
-    :param cfg: the resolved config (:func:`mtlkit.engine.runtime.run_config`;
-        :func:`train` makes it from a path or dict and the overrides).
+    :param cfg: the resolved config (:func:`mtlkit.config.run_config`;
+        :func:`train` makes it from a path or dict and the overrides; a path
+        or dict given here is resolved first).
     :param out_dir: the run directory.
     :param resume: continue from ``out_dir/last.pt``.
     :param model: a prebuilt model (default :meth:`build_model`: ``mtlkit.build_model(cfg)``).
@@ -98,12 +103,12 @@ class Trainer:
     call order.
     """
 
-    def __init__(self, cfg: Mapping[str, Any], out_dir: str, *, resume: bool = False,
+    def __init__(self, cfg: Union[ResolvedConfig, Mapping[str, Any]], out_dir: str, *, resume: bool = False,
                  model: Optional[nn.Module] = None, train_dataset: Any = None,
                  val_dataset: Any = None, collate_fn: Optional[Callable] = None,
                  step: Optional[TrainStep] = None, hooks: Sequence[HookBase] = ()):
-        self.cfg = cfg
-        self.tc = cfg["train"]
+        self.cfg: ResolvedConfig = run_config(cfg)
+        self.tc = self.cfg["train"]
         self.out_dir = os.fspath(out_dir)
         self.resume = resume
         self.checkpoint_path = os.path.join(self.out_dir, CHECKPOINT_NAME)
@@ -120,23 +125,17 @@ class Trainer:
         """The model to train (the one given to the constructor, else the config's)."""
         if self._model is not None:
             return self._model
-        from mtlkit import build_model  # the model composer imports the engine's schema
-
-        return build_model(self.cfg, validated=True)  # validated when the config was loaded
+        return build_model(self.cfg)
 
     def build_datasets(self) -> Tuple[Any, Any]:
         """(training set, validation set or None): the ones given to the
         constructor, else ``data.train`` and ``data.<eval.split>``."""
-        data = self.cfg.get("data") or {}
         split, seed = self.cfg["eval"]["split"], int(self.tc["seed"])
         train_set, val_set = self._train_dataset, self._val_dataset
-        if train_set is None or (val_set is None and data.get(split) is not None):
-            from mtlkit.data import build_split  # the data package imports its plugins' code
-
-            if train_set is None:
-                train_set = build_split(data, "train", train=True, seed=seed, validated=True)
-            if val_set is None and data.get(split) is not None:
-                val_set = build_split(data, split, train=False, seed=seed, validated=True)
+        if train_set is None:
+            train_set = build_split(self.cfg, "train", train=True, seed=seed)
+        if val_set is None and split in self.cfg.data_spec.splits:
+            val_set = build_split(self.cfg, split, train=False, seed=seed)
         return train_set, val_set
 
     def default_step(self, model: nn.Module) -> TrainStep:
@@ -244,10 +243,8 @@ class Trainer:
         if world > 1 and tc["sync_bn"]:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if self._collate is None:
-            from mtlkit.data import collate  # the data package imports its plugins' code
-
             self._collate = collate
-        batch_size = int((cfg.get("data") or {}).get("batch_size", 8))
+        batch_size = cfg.data_spec.batch_size
         state = self.state = RunState(
             cfg=cfg, out_dir=self.out_dir, checkpoint_path=self.checkpoint_path, device=device,
             model=model, core=model, train_dataset=train_set, val_dataset=val_set, collate_fn=self._collate,
@@ -322,7 +319,7 @@ class Trainer:
                 ddp_kwargs["device_ids"] = [device.index]
             state.model = nn.parallel.DistributedDataParallel(state.core, **ddp_kwargs)
         state.stream = TrainStream(state.train_dataset, state.sampler, state.collate_fn,
-                                   int((self.cfg.get("data") or {}).get("num_workers", 0)),
+                                   self.cfg.data_spec.num_workers,
                                    pin_memory=device.type == "cuda", epoch=epoch, batch=batch)
         state.logger = RunLogger(self.out_dir, enabled=dist.is_main(), tensorboard=bool(tc["tensorboard"]))
         if state.logger.tensorboard_missing:

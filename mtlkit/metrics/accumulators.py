@@ -20,7 +20,7 @@ import torch
 
 from mtlkit.metrics import dense
 from mtlkit.metrics.coco_eval import SUMMARY, evaluate
-from mtlkit.metrics.coco_format import CocoResults, GroundTruth, xyxy_to_xywh
+from mtlkit.metrics.coco_format import CocoResults, GroundTruth, to_coco_detections, xyxy_to_xywh
 from mtlkit.task import labelled
 
 
@@ -209,8 +209,6 @@ class DetectionMetric:
 
     def to_coco(self):
         """(COCO ground-truth dict, COCO results list) of what was accumulated."""
-        from mtlkit.metrics.coco_format import to_coco_detections
-
         keep = self._unique()
         anns = []
         for i in keep:

@@ -1,8 +1,8 @@
-"""Compose a multi-task model from a config: backbone + ROCK block + task heads.
+"""Compose a multi-task model from the resolved config: backbone + ROCK block + task heads.
 
-``build_model(cfg)`` with ``cfg`` a config path (loaded with
-:func:`mtlkit.config.load_config`), a full config dict, or its ``model``
-section. The model section::
+``build_model(cfg)`` with ``cfg`` the resolved config
+(:class:`mtlkit.resolved.ResolvedConfig`), or a config path, a full config
+dict or its ``model`` section (resolved first). The model section::
 
     model:
       backbone: {name: resnet50, ...}      # backbone plugin + its options
@@ -13,28 +13,30 @@ section. The model section::
         scene: {num_classes: 27}
       weighting: fixed                     # weighting plugin (or {name: ..., <options>})
 
-No auxiliary task: no ROCK block (plain SSD). With a full config, the
-``eval`` section sets the primary task's post-processing options (those it
-names in :attr:`mtlkit.task.Task.postprocess_options`); ``data.image_size``
-is passed to the primary task's ``build_head`` as ``image_size``.
+No auxiliary task: no ROCK block (plain SSD). The ``eval`` section sets the
+primary task's post-processing options (those it names in
+:attr:`mtlkit.task.Task.postprocess_options`; the resolution copies them into
+its options); ``data.image_size`` is passed to the primary task's
+``build_head`` as ``image_size``.
 
-The config is validated once, by :func:`mtlkit.config.validate_config`
-(called here on a raw dict or path); the components are built from the
-validated options as they are.
+Every component comes from :attr:`~mtlkit.resolved.ResolvedConfig.model_spec`:
+its registered class and its options, checked and completed once by the
+resolution; nothing is checked or defaulted here. The composer names no
+task, fusion or backbone: it reaches them through the registry.
 """
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from mtlkit.config import as_resolved
 from mtlkit.errors import ConfigError
-from mtlkit.options import component
-from mtlkit.registry import did_you_mean, get_registry
+from mtlkit.models.rock import RockBlock
+from mtlkit.resolved import ModelSpec, check_postprocess_options
 from mtlkit.task import PRIMARY, AuxiliaryTask, Task
 
 
@@ -102,77 +104,24 @@ class MultiTaskModel(nn.Module):
 
     def set_eval_options(self, **options: Any) -> None:
         """Override post-processing options of the primary task (those of its
-        ``postprocess_options``, e.g. ``score_threshold``); other names raise
-        :class:`ConfigError`."""
+        ``postprocess_options``, e.g. ``score_threshold``), checked like the
+        ``eval`` section's (did-you-mean, types, ranges: :class:`ConfigError`)."""
         task = self.tasks[self.primary]
-        allowed = tuple(getattr(task, "postprocess_options", ())) or tuple(task.options)
-        for key, value in options.items():
-            if key not in allowed:
-                raise ConfigError(f"eval.{key}: not a post-processing option of the primary task "
-                                  f"'{self.primary}'{did_you_mean(key, allowed)}")
-            task.options[key] = value
+        task.options.update(check_postprocess_options(task, options))
 
 
 # ---------------------------------------------------------------------------
-# Building from a config
+# Building from the resolved config
 # ---------------------------------------------------------------------------
 
 
-def _component(value: Any, where: str) -> Tuple[str, Dict[str, Any]]:
-    """``"name"`` or ``{name: ..., <options>}`` -> (name, options)."""
-    options = component(value, where)
-    return options.pop("name"), options
-
-
-def _split_config(cfg: Any, validated: bool = False
-                  ) -> Tuple[Dict[str, Any], Dict[str, Any], Optional[Tuple[int, int]]]:
-    """-> (model section, eval section, image size or None); ``validated``: the
-    caller's config already went through :func:`mtlkit.config.validate_config`."""
-    if isinstance(cfg, (str, os.PathLike)):
-        from mtlkit.config import load_config
-
-        cfg = load_config(cfg)
-    if not isinstance(cfg, Mapping):
-        raise ConfigError(f"build_model expects a config path or dict, got {type(cfg).__name__}")
-    from mtlkit.config import validate_config
-
-    # Validation normalises too: components as {name: ...}, null tasks dropped.
-    if not validated:
-        cfg = validate_config(cfg) if "model" in cfg else validate_config({"model": cfg})
-    elif "model" not in cfg:
-        cfg = {"model": cfg}
-    if "model" in cfg:
-        model_cfg = cfg["model"]
-        eval_cfg = cfg.get("eval") or {}
-        size = (cfg.get("data") or {}).get("image_size")
-        image_size = (int(size[0]), int(size[1])) if size else None
-    else:
-        model_cfg, eval_cfg, image_size = cfg, {}, None
-    if not isinstance(model_cfg, Mapping):
-        raise ConfigError(f"model: expected a mapping, got {model_cfg!r}")
-    return dict(model_cfg), dict(eval_cfg), image_size
-
-
-def build_tasks(tasks_cfg: Any, eval_cfg: Optional[Mapping[str, Any]] = None,
-                registry=None) -> Tuple["OrderedDict[str, Task]", str]:
-    """``model.tasks`` (validated by :func:`mtlkit.config.validate_config`) ->
-    (ordered name -> Task with the primary first, primary name). The primary
-    task's :attr:`~mtlkit.task.Task.postprocess_options` are taken from
-    ``eval_cfg``."""
-    registry = registry or get_registry()
-    if not isinstance(tasks_cfg, Mapping) or not tasks_cfg:
+def build_tasks(spec: ModelSpec) -> Tuple["OrderedDict[str, Task]", str]:
+    """The tasks of the resolved model -> (ordered name -> Task with the
+    primary first, primary name)."""
+    if not spec.tasks:
         raise ConfigError("model.tasks: expected a mapping of task name -> options with at least "
                           "the primary (detection) task")
-    built: Dict[str, Task] = {}
-    for name, options in tasks_cfg.items():
-        if options is None or options is False:
-            continue  # dropped, as mtlkit.config does (-o model.tasks.depth=null)
-        cls = registry.get("task", name)
-        options = dict(options) if isinstance(options, Mapping) else {}
-        if cls.role == PRIMARY and eval_cfg:
-            # the post-processing options' one home is the eval section
-            options.update({k: eval_cfg[k] for k in cls.postprocess_options if k in eval_cfg})
-        built[name] = cls(name, options)
+    built: Dict[str, Task] = {name: task.plugin(name, task.options) for name, task in spec.tasks.items()}
     primaries = [n for n, t in built.items() if t.role == PRIMARY]
     if len(primaries) != 1:
         raise ConfigError(
@@ -185,44 +134,29 @@ def build_tasks(tasks_cfg: Any, eval_cfg: Optional[Mapping[str, Any]] = None,
     return ordered, primary
 
 
-def build_model(cfg: Any, image_size: Optional[Sequence[int]] = None,
-                validated: bool = False) -> MultiTaskModel:
-    """Build a :class:`MultiTaskModel` from a config path, full config dict or
-    model section. ``image_size`` (H, W) overrides ``data.image_size``.
-    ``validated=True``: ``cfg`` comes from :func:`mtlkit.config.load_config` /
-    ``validate_config`` (the engine's case), so it is not checked again."""
-    from mtlkit.models.rock import RockBlock
-
-    model_cfg, eval_cfg, cfg_size = _split_config(cfg, validated)
-    size = tuple(int(s) for s in image_size) if image_size is not None else cfg_size
-    # _split_config validated the section (keys, plugin names, every option).
-    registry = get_registry()
-
-    if "backbone" not in model_cfg:
+def build_model(cfg: Any, image_size: Optional[Sequence[int]] = None) -> MultiTaskModel:
+    """Build a :class:`MultiTaskModel` from the resolved config (or a config
+    path, full config dict or model section, resolved first: :func:`mtlkit.config.as_resolved`).
+    ``image_size`` (H, W) overrides ``data.image_size``."""
+    cfg = as_resolved(cfg)
+    spec = cfg.model_spec
+    if spec is None or spec.backbone is None:
         raise ConfigError("model.backbone: missing (e.g. backbone: resnet_small)")
-    bb_name, bb_options = _component(model_cfg["backbone"], "model.backbone")
-    bb_cls = registry.get("backbone", bb_name)
-    backbone = bb_cls(**bb_options)
+    size = tuple(int(s) for s in image_size) if image_size is not None else cfg.data_spec.image_size
+    backbone = spec.backbone.plugin(**spec.backbone.options)
 
-    tasks, primary = build_tasks(model_cfg.get("tasks"), eval_cfg, registry)
+    tasks, primary = build_tasks(spec)
     aux = OrderedDict((n, t) for n, t in tasks.items() if n != primary)
-
     block = None
-    fusion_name, fusion_options = _component(model_cfg.get("fusion", "residual"), "model.fusion")
-    fusion_cls = registry.get("fusion", fusion_name)
-    block_options = dict(model_cfg.get("block") or {})
     if aux:
         not_aux = [n for n, t in aux.items() if not isinstance(t, AuxiliaryTask)]
         if not_aux:
             raise ConfigError(f"model.tasks.{not_aux[0]}: an auxiliary task must subclass "
                               f"mtlkit.task.AuxiliaryTask")
-        block = RockBlock(backbone.out_channels[-1], aux, fusion_cls, fusion_options, **block_options)
+        block = RockBlock(backbone.out_channels[-1], aux, spec.fusion.plugin, spec.fusion.options,
+                          **spec.block)
 
     context = {"image_size": size, "strides": list(getattr(backbone, "strides", []))}
     head = tasks[primary].build_head(list(backbone.out_channels), **context)
-
-    w_name, w_options = _component(model_cfg.get("weighting", "fixed"), "model.weighting")
-    w_cls = registry.get("weighting", w_name)
-    weighting = w_cls(tasks, **w_options)
-
-    return MultiTaskModel(backbone, tasks, primary, head, block, weighting, config=model_cfg)
+    weighting = spec.weighting.plugin(tasks, **spec.weighting.options)
+    return MultiTaskModel(backbone, tasks, primary, head, block, weighting, config=cfg["model"])

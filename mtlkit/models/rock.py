@@ -39,7 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtlkit.errors import ConfigError
+from mtlkit.options import component_options
+from mtlkit.schema import BLOCK_CHOICES, BLOCK_DEFAULTS, BLOCK_RANGES
 from mtlkit.task import AuxiliaryTask
+from mtlkit.utils.batchnorm import batchnorm_affine
 
 
 def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
@@ -89,9 +92,8 @@ class ConvBNReLU(nn.Module):
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1], self._cache[2]
         bn = self.bn
-        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        scale, bias = batchnorm_affine(bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
         weight = self.conv.weight * scale.view(-1, 1, 1, 1)
-        bias = bn.bias - bn.running_mean * scale
         self._cache = (key, weight, bias)
         return weight, bias
 
@@ -116,36 +118,22 @@ class RockBlock(nn.Module):
     :param in_channels: C, channels of X.
     :param tasks: ordered name -> :class:`AuxiliaryTask` (at least one).
     :param fusion_cls: a :class:`Fusion` subclass.
-    :param fusion_options: its options (merged over its ``defaults``).
-    :param options: the block options (merged over :attr:`defaults`).
+    :param fusion_options: its options (the fusion merges them over its ``defaults``).
+    :param options: the block options (checked and merged over :attr:`defaults`).
 
     ``block(x)`` with x (B, C, h, w) -> ``(x_tilde (B, C, h, w), {task: raw
     prediction})``.
     """
 
-    defaults: ClassVar[Dict[str, Any]] = {
-        "encoder": True,
-        "channels": 512,
-        "separable": False,
-        "pooling": "intensive",
-        "plain_hidden": 256,
-        "decoder": "per_task",
-        "shared_channels": 256,
-        "fold_bn": True,
-    }
-    #: allowed values of the string options (read by mtlkit.config.component_options)
-    choices: ClassVar[Dict[str, Tuple[str, ...]]] = {
-        "pooling": ("intensive", "plain"),
-        "decoder": ("per_task", "shared"),
-    }
+    #: the block's options: their one home is :mod:`mtlkit.schema` (``model.block``)
+    defaults: ClassVar[Dict[str, Any]] = BLOCK_DEFAULTS
+    choices: ClassVar[Dict[str, Tuple[str, ...]]] = BLOCK_CHOICES
+    ranges: ClassVar[Dict[str, str]] = BLOCK_RANGES
 
     def __init__(self, in_channels: int, tasks: Mapping[str, AuxiliaryTask], fusion_cls: type,
-                 fusion_options: Optional[Dict[str, Any]] = None, **options: Any):
+                 fusion_options: Optional[Mapping[str, Any]] = None, **options: Any):
         super().__init__()
-        # The options were checked once, at the config boundary
-        # (mtlkit.config.component_options), the tasks and the fusion class by
-        # the model composer; only what no option check sees is refused here.
-        opts = {**self.defaults, **options}
+        opts = dict(component_options(RockBlock, options, "model.block"))
         self.options = opts
         if not tasks:
             raise ConfigError("model.block: the ROCK block needs at least one auxiliary task")

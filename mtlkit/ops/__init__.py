@@ -214,10 +214,10 @@ def ssd_postprocess(
     loc: torch.Tensor,
     conf: torch.Tensor,
     priors: torch.Tensor,
-    score_threshold: float = 0.01,
-    iou_threshold: float = 0.45,
-    top_k: int | None = 200,
-    max_detections: int | None = 200,
+    score_threshold: float,
+    iou_threshold: float,
+    top_k: int | None,
+    max_detections: int | None,
     variances: Sequence[float] = (0.1, 0.2),
     *,
     backend: str | None = None,
@@ -227,7 +227,8 @@ def ssd_postprocess(
     loc (B, P, 4) offsets, conf (B, P, C) logits (class 0 background), priors
     (P, 4) cxcywh. Per image: softmax over classes; per class c >= 1 the
     scores > score_threshold, the top_k highest, NMS at iou_threshold; then the
-    max_detections highest over all classes (None or <= 0: no limit);
+    max_detections highest over all classes (None or <= 0: no limit; the
+    settings have no default here: the detection task's are the config's);
     score_threshold and iou_threshold in [0, 1]. A prior with a NaN / inf score row, offset or
     prior gives no detection (never a non-finite box). Returns
     B :class:`Detections` (boxes (K, 4) xyxy in prior units, scores (K,),

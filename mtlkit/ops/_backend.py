@@ -14,6 +14,9 @@ import warnings
 
 import torch
 
+from mtlkit.ops import _native
+from mtlkit.ops._checks import OpsValueError
+
 _OPS = ("box_iou", "nms", "batched_nms", "ssd_match", "ssd_decode", "ssd_postprocess")
 
 #: accepted values of MTLKIT_OPS ("" = unset)
@@ -25,14 +28,13 @@ _state: dict = {}
 def _import_extension() -> str | None:
     """Import ``mtlkit._C`` and register its Python-side pieces; return the error or None."""
     try:
-        import mtlkit._C  # noqa: F401  (registers torch.ops.mtlkit.*)
+        # optional: the native extension, absent when it was not built (registers torch.ops.mtlkit.*)
+        import mtlkit._C  # noqa: F401
     except Exception as exc:  # ImportError, OSError (undefined symbol), ...
         return f"{type(exc).__name__}: {exc}"
     missing = [op for op in _OPS if not hasattr(torch.ops.mtlkit, op)]
     if missing:
         return f"mtlkit._C does not define {', '.join(missing)} (stale build? reinstall)"
-    from mtlkit.ops import _native
-
     _native.register_python_kernels()
     return None
 
@@ -42,8 +44,6 @@ def _resolve() -> dict:
         return _state
     env = os.environ.get("MTLKIT_OPS", "").strip().lower()
     if env not in _CHOICES:
-        from mtlkit.ops._checks import OpsValueError
-
         raise OpsValueError(
             f"MTLKIT_OPS: expected one of {', '.join(_CHOICES[1:])} (or unset), "
             f"got {os.environ['MTLKIT_OPS']!r}"
@@ -84,8 +84,6 @@ def choose(requested: str | None) -> str:
     if requested is None:
         requested = state["active"]
     if requested not in ("native", "torch"):
-        from mtlkit.ops._checks import OpsValueError
-
         raise OpsValueError(f"backend: expected 'native', 'torch' or None, got {requested!r}")
     if requested == "native" and not hasattr(torch.ops.mtlkit, "nms"):
         error = state["error"] or _import_extension()

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtlkit.data.synthetic import SyntheticRooms
 from mtlkit.engine.state import RunState
 from mtlkit.engine.step import Losses, TrainStep
 from mtlkit.engine.trainer import train as engine_train
@@ -40,8 +41,6 @@ INPUTS = ("rgb", "geometry", "all")
 def crops(root: str, size: int = 32, limit: int = 0) -> Dict[str, torch.Tensor]:
     """Every box of the set in ``root`` as crops: {"rgb": (N, 3, s, s),
     "geometry": (N, 4, s, s), "labels": (N,) in 0..C-1}."""
-    from mtlkit.data.synthetic import SyntheticRooms
-
     dataset = SyntheticRooms(root=root)
     rgb, geometry, labels = [], [], []
     count = len(dataset) if limit <= 0 else min(limit, len(dataset))

@@ -9,6 +9,7 @@ is gone (its pid no longer runs on this host, or it is a day old).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import socket
@@ -16,7 +17,11 @@ import stat
 import tempfile
 import time
 import zlib
+from collections.abc import Mapping
 from typing import IO, Iterator, List, Optional, Union
+
+from mtlkit.errors import MtlkitError
+from mtlkit.utils.paths import kind_of
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -153,8 +158,6 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: str | None = None) -
 def check_out_dir(path: PathLike, what: str = "--out") -> None:
     """Refuse an output folder that cannot be one, before anything is written:
     an existing file, a folder that cannot be written, or a path below a file."""
-    from mtlkit.errors import MtlkitError
-
     path = os.fspath(path)
     if not path or not path.strip():
         raise MtlkitError(f"{what} is empty, expected a folder")
@@ -163,8 +166,6 @@ def check_out_dir(path: PathLike, what: str = "--out") -> None:
         raise MtlkitError(f"{what} {path} is the root folder {resolved}: mtlkit writes its files into "
                           f"{what}, give it a folder of its own (e.g. {what} runs/name)")
     if os.path.exists(path) and not os.path.isdir(path):
-        from mtlkit.utils.paths import kind_of
-
         raise MtlkitError(f"{what} {path} is an existing {kind_of(path)}, expected a folder")
     if os.path.isdir(path):
         if not os.access(path, os.W_OK | os.X_OK):
@@ -193,8 +194,6 @@ def _read_only_mount(path: str) -> bool:
 
 def make_out_dir(path: PathLike, what: str = "--out") -> str:
     """``os.makedirs(path, exist_ok=True)`` with one clear line on failure."""
-    from mtlkit.errors import MtlkitError
-
     path = os.fspath(path)
     check_out_dir(path, what)
     try:
@@ -209,15 +208,11 @@ def plain(value, json_safe: bool = False):
     JSON writers want: mappings -> dict, tuples -> lists. ``json_safe`` also
     turns 0-d tensors / numpy scalars into Python numbers and non-finite floats
     into strings ("nan", "inf"), which JSON cannot hold."""
-    from collections.abc import Mapping
-
     if isinstance(value, Mapping):
         return {str(k): plain(v, json_safe) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(v, json_safe) for v in value]
     if json_safe:
-        import math
-
         if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
             value = value.item()
         if isinstance(value, float) and not math.isfinite(value):

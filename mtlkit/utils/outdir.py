@@ -20,6 +20,7 @@ import os
 from typing import Dict, Iterable, Optional
 
 from mtlkit.errors import MtlkitError
+from mtlkit.utils.io import atomic_write
 
 #: the record of what mtlkit wrote into a folder, by command
 RECORD_NAME = ".mtlkit-outputs.json"
@@ -84,7 +85,6 @@ def claim(out_dir: "str | os.PathLike[str]", names: Iterable[str], command: str,
                            f"replace: {origin}; choose another {what}{hint}")
     record = written(out_dir)
     record.update({name: command for name in names})
-    from mtlkit.utils.io import atomic_write
 
     with atomic_write(record_path, "w", encoding="utf-8") as handle:
         json.dump({"format": FORMAT, "outputs": dict(sorted(record.items()))}, handle, indent=1)

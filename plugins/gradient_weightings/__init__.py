@@ -1,19 +1,23 @@
-"""Built-in gradient-level weightings (:mod:`mtlkit.gradient_weighting`),
-registered under kind ``weighting`` through the ``mtlkit`` entry point
-'gradient_weightings'. ``docs/weighting.md`` describes each method, its
-options, cost and distributed behaviour.
-
-* primary-aware (:mod:`.primary`): ``gcs``, ``olaux``, ``pcgrad_primary``;
-* symmetric (:mod:`.symmetric`): ``pcgrad``, ``cagrad``, ``mgda``, ``imtl``,
-  ``aligned_mtl``;
-* adaptive / random loss weights (:mod:`.adaptive`): ``gradnorm``, ``famo``, ``rlw``.
+"""Registers the built-in gradient-level weightings (written in
+:mod:`mtlkit.models.gradient_weightings`) under kind ``weighting``, through
+the ``mtlkit`` entry point 'gradient_weightings'. ``docs/weighting.md``
+describes each method.
 """
 
 from mtlkit import hookimpl
-
-from .adaptive import FAMO, GradNorm, RandomLossWeighting
-from .primary import GradientCosineSimilarity, OnlineAuxiliaryWeighting, PrimaryPCGrad
-from .symmetric import IMTLG, MGDA, AlignedMTL, CAGrad, PCGrad
+from mtlkit.models.gradient_weightings import (  # noqa: F401 - also imported from here
+    FAMO,
+    IMTLG,
+    MGDA,
+    AlignedMTL,
+    CAGrad,
+    GradientCosineSimilarity,
+    GradNorm,
+    OnlineAuxiliaryWeighting,
+    PCGrad,
+    PrimaryPCGrad,
+    RandomLossWeighting,
+)
 
 #: name -> class, in the order of docs/weighting.md
 GRADIENT_WEIGHTINGS = {

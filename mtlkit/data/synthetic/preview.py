@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence
 
+import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -16,8 +17,6 @@ BOX_COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245
 
 def depth_picture(depth: np.ndarray, mask: np.ndarray, max_depth: float = 10.0) -> np.ndarray:
     """(H, W) metres -> (H, W, 3) uint8 with a perceptual colour map; invalid pixels black."""
-    import matplotlib
-
     values = np.clip(depth / max_depth, 0, 1)
     rgb = (matplotlib.colormaps["turbo"](values)[..., :3] * 255).astype(np.uint8)
     rgb[~mask] = 0

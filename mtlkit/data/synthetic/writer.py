@@ -19,6 +19,7 @@ from mtlkit.errors import DataError
 from . import storage
 from .generate import GENERATOR_VERSION, RenderOptions, generate_sample
 from .objects import CLASSES
+from .preview import save_preview
 from .scenes import SCENES
 
 PREVIEW_COUNT = 8
@@ -99,7 +100,6 @@ def write_set(out: str, num: int, seed: int, split: str, options: RenderOptions,
         raise DataError(f"{out}: {len(missing)} samples are missing (e.g. {missing[0]}); rerun to finish")
     if preview and count:
         samples = [storage.load_sample(storage.sample_path(out, i)) for i in range(min(PREVIEW_COUNT, count))]
-        from .preview import save_preview
 
         save_preview(os.path.join(out, "preview.png"), samples, CLASSES, SCENES)
     if pack and (tasks or not storage.Pack.exists(out)):

@@ -20,11 +20,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from mtlkit.config import load_config, validate_config
+from mtlkit.config import flag_overrides, load_config
 from mtlkit.data.render_once import RenderOnce, data_seed_option, render_plan
-from mtlkit.engine.runtime import flag_overrides, resolve_config
-from mtlkit.errors import ConfigError
+from mtlkit.errors import ConfigError, did_you_mean
 from mtlkit.options import DATASET_SELECTOR_ALIAS
+from mtlkit.registry import get_registry
+from mtlkit.resolved import ResolvedConfig, resolve_config
 
 #: the paper's rows, in order: (config stem, label in the table)
 PAPER_ROWS: List[Tuple[str, str]] = [
@@ -73,7 +74,7 @@ class Run:
     row: Row
     seed: int
     data_seed: Optional[int]
-    config: Dict[str, Any]
+    config: ResolvedConfig
     run_dir: str
     fingerprint: str = ""
     iters: int = 0
@@ -103,8 +104,6 @@ def select_rows(folder: str, selection: Optional[Sequence[str]]) -> List[Row]:
         path = os.path.join(folder, f"{stem}.yaml")
         if not os.path.isfile(path):
             known = sorted(os.path.splitext(f)[0] for f in os.listdir(folder) if f.endswith(".yaml"))
-            from mtlkit.registry import did_you_mean
-
             raise ConfigError(f"--rows: no config for row '{stem}' ({path} not found)"
                               f"{did_you_mean(stem, known)}; rows in {folder}: {', '.join(known)}")
         rows.append(Row(stem, labels.get(stem, stem), path))
@@ -119,15 +118,14 @@ def fingerprint(config: Mapping[str, Any]) -> str:
 
 def task_classes(config: Mapping[str, Any]) -> List[Tuple[str, type]]:
     """(task name, registered task class) for every task of a resolved config
-    (tasks set to null are dropped), in config order."""
-    from mtlkit.registry import get_registry
-
+    (also its plain form, read back from JSON; tasks set to null are
+    dropped), in config order."""
     registry = get_registry()
     return [(name, registry.get("task", options.get("name", name) if isinstance(options, Mapping) else name))
             for name, options in (config["model"].get("tasks") or {}).items() if options is not None]
 
 
-def run_config(path: str, overrides: Sequence[str]) -> Dict[str, Any]:
+def run_config(path: str, overrides: Sequence[str]) -> ResolvedConfig:
     """The resolved config of a run: ``path`` with ``overrides``, without its
     ``val`` split (a run reads train and test only: val is for choices made
     before the table, docs/ablation.md, not rendered for every ablation),
@@ -135,7 +133,7 @@ def run_config(path: str, overrides: Sequence[str]) -> Dict[str, Any]:
     raw = load_config(path, list(overrides), validate=False)
     if isinstance(raw.get("data"), dict):
         raw["data"].pop("val", None)
-    return resolve_config(validate_config(raw))
+    return resolve_config(raw)
 
 
 def _data_seed_overrides(cfg: Mapping[str, Any], data_seed: Optional[int]) -> List[str]:

@@ -15,6 +15,8 @@ import math
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from mtlkit import viz
+from mtlkit.task import PRIMARY
 from mtlkit.utils.io import atomic_write
 
 from .plan import PAPER_FIGURES, PAPER_ROWS, Row, task_classes
@@ -138,13 +140,9 @@ def format_markdown(summary: Dict[str, Any], info: Dict[str, Any],
 
 def plot(summary: Dict[str, Any], path: str) -> None:
     """Bars with error bars (std over seeds) for the primary task's figures."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels = [e["label"] for e in summary.values()]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(labels)), 3.6))
+    fig = viz.figure(max(6.0, 1.6 * len(labels)), 3.6)
+    ax = fig.subplots()
     width = 0.8 / len(COLUMNS)
     for i, (key, title) in enumerate(COLUMNS):
         means = [e[key]["mean"] for e in summary.values()]
@@ -155,17 +153,12 @@ def plot(summary: Dict[str, Any], path: str) -> None:
     ax.set_ylabel("mAP (%) on the test split")
     ax.legend(fontsize=8)
     ax.set_title("Ablation (mean ± std over seeds)")
-    fig.tight_layout()
-    with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=120)
-    plt.close(fig)
+    viz.save_figure(fig, path, dpi=120)
 
 
 def aux_columns(configs: Sequence[Mapping[str, Any]]) -> List[Tuple[str, str, float]]:
     """The auxiliary columns of the table: each task's ``headline_metrics``
     (:class:`mtlkit.task.Task`), for the tasks of the given configs, in order."""
-    from mtlkit.task import PRIMARY
-
     columns: List[Tuple[str, str, float]] = []
     for config in configs:
         for name, cls in task_classes(config):

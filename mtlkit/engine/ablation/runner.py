@@ -27,6 +27,8 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
+from tqdm import tqdm
+
 from mtlkit.errors import MtlkitError
 from mtlkit.utils.io import atomic_write
 
@@ -105,8 +107,6 @@ def run_all(runs: Sequence[Run], jobs: int, progress: bool = True, note=print) -
     :raises RunFailed: when a run's process fails (the others still finish).
     :raises KeyboardInterrupt: on Ctrl-C, after the running ones saved a checkpoint.
     """
-    from tqdm import tqdm
-
     records: Dict[str, Dict[str, Any]] = {}
     todo: List[Run] = []
     for run in runs:

@@ -13,7 +13,9 @@ import sys
 import time
 from typing import Any, Dict, Optional
 
+from mtlkit.engine.trainer import train
 from mtlkit.errors import MtlkitError, run_guarded
+from mtlkit.task import PRIMARY
 from mtlkit.utils.io import atomic_write
 
 from .plan import task_classes
@@ -26,8 +28,6 @@ def _scalars(figures: Dict[str, Any]) -> Dict[str, float]:
 
 
 def _primary_task(config: Dict[str, Any]) -> str:
-    from mtlkit.task import PRIMARY
-
     for name, cls in task_classes(config):
         if getattr(cls, "role", None) == PRIMARY:
             return name
@@ -77,8 +77,6 @@ def _train_time(run_dir: str) -> tuple:
 def work(run_dir: str) -> int:
     """Train (or resume) the run of ``run_dir``, evaluate it on the test split,
     write ``result.json``."""
-    from mtlkit.engine.trainer import train
-
     info = read_json(os.path.join(run_dir, RUN_FILE))
     if info is None:
         raise MtlkitError(f"{run_dir}: no readable {RUN_FILE}")

@@ -7,6 +7,7 @@ import os
 import time
 from typing import Any, Dict, Mapping, Optional
 
+from mtlkit import viz
 from mtlkit.engine import dist
 from mtlkit.engine.hooks.base import HookBase
 from mtlkit.engine.logger import fmt, progress_bar
@@ -105,7 +106,5 @@ class TrainingCurves(HookBase):
             return
         path = os.path.join(state.out_dir, "metrics.jsonl")
         if os.path.isfile(path):
-            from mtlkit import viz  # matplotlib: imported when a picture is drawn
-
             state.logger.close()
             viz.plot_training_curves(path, os.path.join(state.out_dir, "curves.png"))

@@ -14,7 +14,9 @@ from torch import nn
 
 from mtlkit.errors import ConfigError
 
-from .common import Backbone, load_backbone_weights
+from mtlkit.backbone import Backbone
+
+from .common import load_backbone_weights
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -154,9 +156,11 @@ class ResNet50Dilated(_ResNet):
     """
 
     defaults: Dict[str, Any] = {"weights": None, "frozen_bn": False, "frozen_stages": 0}
+    ranges = {"frozen_stages": "[0, 5]"}  # [stem, layer1, ..., layer4]
 
     def __init__(self, weights: Optional[str] = None, frozen_bn: bool = False,
                  frozen_stages: int = 0):
+        self.checked(weights=weights, frozen_bn=frozen_bn, frozen_stages=frozen_stages)
         super().__init__(Bottleneck, [3, 4, 6, 3], [64, 128, 256, 512], stem="7x7",
                          stem_width=64)
         self._maybe_load(weights)
@@ -188,17 +192,22 @@ class ResNetSmall(_ResNet):
         "blocks": [1, 1, 1, 1],
         "stem_width": 32,
     }
+    ranges = {"frozen_stages": "[0, 5]", "widths": ">= 1", "blocks": ">= 1", "stem_width": ">= 1"}
+    lengths = {"widths": 4, "blocks": 4}
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], where: str) -> None:
+        """``weights`` (:class:`Backbone`); ``widths`` / ``blocks``: integers."""
+        super().check_options(options, where)
+        for field in ("widths", "blocks"):
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in options[field]):
+                raise ConfigError(f"{where}.{field}: expected 4 positive integers, got {list(options[field])!r}")
 
     def __init__(self, weights: Optional[str] = None, frozen_bn: bool = False,
                  frozen_stages: int = 0, widths: Sequence[int] = (32, 64, 128, 256),
                  blocks: Sequence[int] = (1, 1, 1, 1), stem_width: int = 32):
-        for field, value in (("widths", widths), ("blocks", blocks)):
-            if (len(value) != 4 or not all(isinstance(v, int) and v > 0 for v in value)):
-                raise ConfigError(f"model.backbone.{field}: expected 4 positive integers, "
-                                  f"got {list(value)!r}")
-        if not isinstance(stem_width, int) or stem_width <= 0:
-            raise ConfigError(f"model.backbone.stem_width: expected a positive integer, "
-                              f"got {stem_width!r}")
+        self.checked(weights=weights, frozen_bn=frozen_bn, frozen_stages=frozen_stages,
+                     widths=widths, blocks=blocks, stem_width=stem_width)
         super().__init__(BasicBlock, list(blocks), list(widths), stem="3x3", stem_width=stem_width)
         self._maybe_load(weights)
         self._setup_freezing(frozen_bn, frozen_stages)

@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import Backbone, load_backbone_weights
+from mtlkit.backbone import Backbone
+
+from .common import load_backbone_weights
 
 #: torchvision vgg16 "D" configuration: conv widths, "M" = 2x2 max pool
 _VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
@@ -60,9 +62,11 @@ class VGG16SSD(Backbone):
     """
 
     defaults: Dict[str, Any] = {"weights": None, "frozen_bn": False, "frozen_stages": 0}
+    ranges = {"frozen_stages": "[0, 6]"}  # [block1, ..., block5, fc6 + fc7]
 
     def __init__(self, weights: Optional[str] = None, frozen_bn: bool = False,
                  frozen_stages: int = 0):
+        self.checked(weights=weights, frozen_bn=frozen_bn, frozen_stages=frozen_stages)
         super().__init__()
         layers: List[nn.Module] = []
         cin, n_pools = 3, 0

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-
+from scipy.optimize import minimize
 #: largest number of tasks solved by enumerating supports (2^m - 1 small solves)
 MAX_EXACT = 12
 
@@ -95,8 +95,6 @@ def minimize_on_simplex(fun: Callable[[np.ndarray], float], grad: Callable[[np.n
                         m: int) -> torch.Tensor:
     """argmin of a smooth convex ``fun`` over the simplex (SLSQP from the
     centre), clipped to >= 0 and renormalised; (m,) float64."""
-    from scipy.optimize import minimize
-
     x0 = np.full(m, 1.0 / m)
     res = minimize(fun, x0, jac=grad, method="SLSQP", bounds=[(0.0, 1.0)] * m,
                    constraints=({"type": "eq", "fun": lambda x: float(np.sum(x) - 1.0),
