@@ -330,6 +330,22 @@ def selected(spec: Mapping[str, Any], keys: Sequence[str] = SELECTOR_KEYS) -> Tu
     return None, None
 
 
+def flatten(tree: Any, sep: str = ".", prefix: str = "") -> Dict[str, Any]:
+    """The one flattener: nested mappings -> ``{"a.b.c": leaf}`` (``sep`` joins
+    the keys). Lists and tuples are leaves, as lists (their tuples too); an
+    empty mapping below the top is a leaf ``{}``."""
+    if isinstance(tree, Mapping):
+        out: Dict[str, Any] = {}
+        if not tree and prefix:
+            out[prefix] = {}
+        for key, value in tree.items():
+            out.update(flatten(value, sep, f"{prefix}{sep}{key}" if prefix else str(key)))
+        return out
+    if isinstance(tree, (list, tuple)):
+        tree = [list(v) if isinstance(v, tuple) else v for v in tree]
+    return {prefix: tree}
+
+
 def get(cfg: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
     """``get(cfg, "train.optimizer.lr")`` with a default for missing keys."""
     node: Any = cfg

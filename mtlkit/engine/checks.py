@@ -15,6 +15,7 @@ import yaml
 from mtlkit.engine.runtime import dataset_attr
 from mtlkit.engine.runtime import dataset_attr
 from mtlkit.errors import ConfigError, DataError
+from mtlkit.options import flatten  # noqa: F401 - also imported from here
 
 #: config keys a resumed run may change: how long it runs, how often it logs /
 #: evaluates / checkpoints, how it reports, how fast it loads data, and the
@@ -28,22 +29,6 @@ RESUMABLE_CHANGES: Tuple[str, ...] = (
     "data.num_workers",
     "eval",
 )
-
-
-def flatten(cfg: Any, prefix: str = "") -> Dict[str, Any]:
-    """Nested dict -> {"a.b.c": leaf}; lists and tuples are leaves (as lists)."""
-    if isinstance(cfg, Mapping):
-        out: Dict[str, Any] = {}
-        if not cfg and prefix:
-            out[prefix] = {}
-        for key, value in cfg.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(cfg, tuple):
-        cfg = list(cfg)
-    if isinstance(cfg, list):
-        cfg = [list(v) if isinstance(v, tuple) else v for v in cfg]
-    return {prefix: cfg}
 
 
 def _may_change(key: str) -> bool:

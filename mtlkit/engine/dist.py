@@ -72,15 +72,6 @@ def all_gather_object(obj: Any) -> List[Any]:
     return out
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s ``obj`` on every rank."""
-    if not is_initialized() or world_size() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     """Mean of ``t`` over ranks (in place, returned). Non-finite values
     propagate, so a NaN on any rank is seen by all."""

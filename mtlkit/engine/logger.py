@@ -11,6 +11,7 @@ from typing import Any, Dict, Mapping, Optional
 from tqdm import tqdm
 
 from mtlkit.engine import dist
+from mtlkit.options import flatten
 from mtlkit.utils.io import atomic_write, plain, with_path
 
 
@@ -70,7 +71,7 @@ class RunLogger:
         if self._tb is not None:
             step = int(record.get("iter", 0))
             prefix = record.get("event", "log")
-            for key, value in _flatten(record).items():
+            for key, value in flatten(record, sep="/").items():
                 if key not in ("iter", "event") and isinstance(value, (int, float)) \
                         and not isinstance(value, bool):
                     self._tb.add_scalar(f"{prefix}/{key}", value, step)
@@ -82,17 +83,6 @@ class RunLogger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
-
-
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, key + "/"))
-        else:
-            out[key] = v
-    return out
 
 
 def progress_bar(total: int, initial: int, enabled: bool):

@@ -229,7 +229,18 @@ def _image_id(x: Any) -> Any:
     return x
 
 
-class DepthMetric:
+class _LabelledMetric:
+    """What the dense and scene metrics share: whose labels they read (the
+    task's ``has`` flags, the batch key ``key``, default the task's name)."""
+
+    def __init__(self, task: Optional[str], key: Optional[str], derived_from: Optional[str]):
+        if key is None and task is None:
+            raise ValueError(f"{type(self).__name__} needs the task name or the batch key of its labels")
+        self.task, self.derived_from = task, derived_from
+        self.key = key or task
+
+
+class DepthMetric(_LabelledMetric):
     """Depth errors pooled over the valid pixels of the set (see :mod:`mtlkit.metrics.dense`).
 
     Args:
@@ -244,10 +255,7 @@ class DepthMetric:
 
     def __init__(self, task: Optional[str] = None, key: Optional[str] = None, min_depth: float = 1e-3,
                  max_depth: Optional[float] = None, derived_from: Optional[str] = None):
-        if key is None and task is None:
-            raise ValueError(f"{type(self).__name__} needs the task name or the batch key of its labels")
-        self.task, self.derived_from = task, derived_from
-        self.key = key or task
+        super().__init__(task, key, derived_from)
         self.min_depth = float(min_depth)
         self.max_depth = None if max_depth is None else float(max_depth)
         self.stats = np.zeros(len(dense.DEPTH_FIELDS), dtype=np.float64)
@@ -268,7 +276,7 @@ class DepthMetric:
         return dense.depth_from_stats(self.stats)
 
 
-class NormalsMetric:
+class NormalsMetric(_LabelledMetric):
     """Angular errors of unit-vector maps (surface orientation) pooled over the valid pixels of the set.
 
     Args:
@@ -282,10 +290,7 @@ class NormalsMetric:
 
     def __init__(self, task: Optional[str] = None, key: Optional[str] = None,
                  derived_from: Optional[str] = None):
-        if key is None and task is None:
-            raise ValueError(f"{type(self).__name__} needs the task name or the batch key of its labels")
-        self.task, self.derived_from = task, derived_from
-        self.key = key or task
+        super().__init__(task, key, derived_from)
         self.stats = np.zeros(3 + len(dense.NORMAL_THRESHOLDS), dtype=np.float64)
         self.hist = np.zeros(dense.HIST_BINS, dtype=np.int64)
 
@@ -308,7 +313,7 @@ class NormalsMetric:
         return dense.normals_from_stats(self.stats, dense.histogram_median(self.hist))
 
 
-class SceneMetric:
+class SceneMetric(_LabelledMetric):
     """Top-1 accuracy of an image-level classification over the samples that have its label.
 
     ``update(prediction (B, S) probabilities or logits, batch)`` with ``batch[key]``
@@ -317,10 +322,7 @@ class SceneMetric:
 
     def __init__(self, task: Optional[str] = None, key: Optional[str] = None,
                  derived_from: Optional[str] = None):
-        if key is None and task is None:
-            raise ValueError(f"{type(self).__name__} needs the task name or the batch key of its labels")
-        self.task, self.derived_from = task, derived_from
-        self.key = key or task
+        super().__init__(task, key, derived_from)
         self.counts = np.zeros(2, dtype=np.float64)  # [n, correct]
 
     def update(self, prediction: torch.Tensor, batch: Dict[str, Any]) -> None:

@@ -4,43 +4,29 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence
 
-import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw
 
+from mtlkit import viz
 from mtlkit.utils.io import atomic_write
-
-#: distinct box colours, one per class (cycled)
-BOX_COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-               (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40)]
 
 
 def depth_picture(depth: np.ndarray, mask: np.ndarray, max_depth: float = 10.0) -> np.ndarray:
-    """(H, W) metres -> (H, W, 3) uint8 with a perceptual colour map; invalid pixels black."""
-    values = np.clip(depth / max_depth, 0, 1)
-    rgb = (matplotlib.colormaps["turbo"](values)[..., :3] * 255).astype(np.uint8)
-    rgb[~mask] = 0
-    return rgb
+    """(H, W) metres -> (H, W, 3) uint8 over [0, ``max_depth``] (:func:`mtlkit.viz.colorize_depth`)."""
+    return viz.colorize_depth(depth, mask, vmin=0.0, vmax=max_depth)
 
 
 def normals_picture(normals: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(3, H, W) unit camera-frame normals -> (H, W, 3) uint8, (n + 1) / 2 as RGB."""
-    rgb = ((normals.transpose(1, 2, 0) + 1) * 127.5).clip(0, 255).astype(np.uint8)
-    rgb[~mask] = 0
-    return rgb
+    """(3, H, W) unit camera-frame normals -> (H, W, 3) uint8 (:func:`mtlkit.viz.colorize_normals`)."""
+    return viz.colorize_normals(normals, mask)
 
 
 def boxes_picture(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, classes: Sequence[str],
                   title: str = "") -> np.ndarray:
-    """(H, W, 3) uint8 with labelled boxes drawn on it."""
-    pic = Image.fromarray(image)
-    draw = ImageDraw.Draw(pic)
-    for box, label in zip(boxes, labels):
-        colour = BOX_COLOURS[(int(label) - 1) % len(BOX_COLOURS)]
-        draw.rectangle([float(box[0]), float(box[1]), float(box[2]) - 1, float(box[3]) - 1], outline=colour)
-        draw.text((float(box[0]) + 2, float(box[1]) + 1), classes[int(label) - 1], fill=colour)
+    """(H, W, 3) uint8 with labelled boxes (:func:`mtlkit.viz.draw_boxes`) and a title."""
+    pic = Image.fromarray(viz.draw_boxes(image, boxes, labels, class_names=classes, width=1))
     if title:
-        draw.text((4, image.shape[0] - 12), title, fill=(255, 255, 255))
+        ImageDraw.Draw(pic).text((4, image.shape[0] - 12), title, fill=(255, 255, 255))
     return np.asarray(pic)
 
 

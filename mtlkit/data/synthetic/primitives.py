@@ -66,12 +66,6 @@ def templates() -> Dict[str, Mesh]:
     return out
 
 
-def rotation_z(angle: float) -> np.ndarray:
-    """(3, 3) rotation about the vertical axis by ``angle`` radians."""
-    c, s = np.cos(angle), np.sin(angle)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
 def rotation_x(angle: float) -> np.ndarray:
     """(3, 3) rotation about the x axis (tilts a part forward / backward)."""
     c, s = np.cos(angle), np.sin(angle)
