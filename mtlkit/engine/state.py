@@ -22,7 +22,6 @@ if TYPE_CHECKING:  # annotations only: these modules import nothing from here
     from mtlkit.engine.ema import ModelEMA
     from mtlkit.engine.logger import RunLogger
     from mtlkit.engine.optim import LRSchedule
-    from mtlkit.engine.step import StepOutput
 
 #: how the loop ended, in :attr:`RunState.outcome`
 RUNNING, FINISHED, STOPPED, FAILED = "running", "finished", "stopped", "failed"
@@ -84,7 +83,7 @@ class RunState:
     #: the learning rate of the current step (the first param group's; None without optimiser)
     lr: Optional[float] = None
     #: what the last step reported, averaged over processes (:class:`~mtlkit.engine.step.StepOutput`)
-    result: Optional["StepOutput"] = None
+    result: Optional[Any] = None
     #: the last micro-batch the step trained on, on the device (for hooks that look at it)
     batch: Any = None
     # -- records ------------------------------------------------------------------------

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Protocol
 
 from mtlkit.engine.state import RunState
 
-if TYPE_CHECKING:
-    from mtlkit.engine.trainer import Trainer
+
+class TrainerServices(Protocol):
+    """What a hook may use of the trainer that runs it
+    (:class:`mtlkit.engine.trainer.Trainer` provides it)."""
+
+    state: RunState
+
+    def save_checkpoint(self, iteration: Optional[int] = None) -> None:
+        """Write ``OUT/last.pt`` now (every rank calls it)."""
 
 
 class HookBase:
@@ -35,7 +42,7 @@ class HookBase:
 
     #: the key of this hook's state in the checkpoint (default: the class name)
     name: str = ""
-    trainer: Optional["Trainer"] = None
+    trainer: Optional[TrainerServices] = None
 
     @property
     def state(self) -> RunState:
