@@ -288,3 +288,27 @@ def test_the_checks_fail_on_a_bad_tree(tmp_path, monkeypatch):
     assert any(layer_of(i.target) > layer_of(i.source) for i in found)
     assert any(i.late and not i.comment_ok for i in found)
     assert _cycle({"a": ["b"], "b": ["a"]}) == ["a", "b", "a"]
+
+
+def test_constructor_keyword_defaults_are_the_declared_defaults():
+    # a plugin class built with keyword options (backbones, datasets) spells its
+    # defaults twice, in `defaults` (what the config reads) and in its signature
+    # (what a call by hand gets): they must be the same values
+    import inspect
+
+    from mtlkit.registry import get_registry
+
+    registry = get_registry()
+    checked, differ = 0, []
+    for kind in ("backbone", "dataset", "fusion", "weighting"):
+        for name in registry.names(kind):
+            cls = registry.get(kind, name)
+            declared = getattr(cls, "defaults", None) or {}
+            for key, parameter in inspect.signature(cls).parameters.items():
+                if key in declared and parameter.default is not inspect.Parameter.empty:
+                    checked += 1
+                    default = list(parameter.default) if isinstance(parameter.default, tuple) else parameter.default
+                    if default != declared[key]:
+                        differ.append(f"{kind} '{name}': {key} = {declared[key]!r} in defaults, "
+                                      f"{parameter.default!r} in the signature")
+    assert checked > 20 and not differ, differ
