@@ -287,7 +287,8 @@ def test_a_nan_score_is_dropped_not_ranked_first(be):
 def test_score_threshold_outside_0_1_is_an_error(be, threshold):
     loc, conf, priors = torch.zeros(1, 2, 4), torch.zeros(1, 2, 3), torch.tensor([[0.5, 0.5, 0.2, 0.2]] * 2)
     with pytest.raises(ValueError, match=r"score_threshold: expected a number in \[0, 1\]"):
-        ops.ssd_postprocess(loc, conf, priors, score_threshold=threshold, backend=be)
+        ops.ssd_postprocess(loc, conf, priors, score_threshold=threshold, iou_threshold=0.45, top_k=200,
+                            max_detections=100, backend=be)
 
 
 def _dense(boxes, scores, thr, monkeypatch):

@@ -49,18 +49,17 @@ PAPER_ROCK_OVERHEAD = 1.07  # ROCK / SSD inference time in the paper
 
 
 def load(name: str, profile: Profile) -> Dict[str, Any]:
-    from mtlkit.config import load_config
-    from mtlkit.engine.runtime import resolve_config
+    from mtlkit.config import run_config
 
     h, w = profile.image_size
-    return resolve_config(load_config(CONFIGS[name], [f"data.image_size=[{h}, {w}]"]))
+    return run_config(CONFIGS[name], [f"data.image_size=[{h}, {w}]"])
 
 
 def build(cfg: Dict[str, Any], device: torch.device, channels_last: bool):
     from mtlkit import build_model
 
     torch.manual_seed(0)
-    model = build_model(cfg, validated=True).to(device)
+    model = build_model(cfg).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
