@@ -55,7 +55,8 @@ def _command_module(name: str):
 
 
 def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
-    """The argument parser; with ``only`` set, import just that command's module."""
+    """The argument parser; with ``only`` set, import just that command's
+    module (``""``: none, for the list of commands)."""
     parser = argparse.ArgumentParser(
         prog="mtlkit",
         description="Multi-task learning for visual detection (ROCK, SSD) with plugins.",
@@ -87,7 +88,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
 
     def command() -> int:
-        parser = build_parser(only=_requested_command(argv))
+        # only the command asked for is imported (none for `mtlkit --help`): the
+        # commands import the engine and torch at module level
+        parser = build_parser(only=_requested_command(argv) or "")
         args = parser.parse_args(argv)
         if getattr(args, "command", None) is None:
             parser.print_help()
