@@ -211,6 +211,23 @@ def check_finite_state(state: Mapping[str, Any], what: str) -> None:
                         f"({describe_names(sorted(bad))}): not usable weights")
 
 
+def check_finite_optimizer(optimizer_state: Any, path: str) -> None:
+    """Refuse to resume from an optimiser state holding NaN / inf (momentum,
+    Adam's moments): the first step would make every weight NaN, and the run
+    would then call this checkpoint "the last good one"."""
+    if not isinstance(optimizer_state, Mapping) or not isinstance(optimizer_state.get("state"), Mapping):
+        return
+    tensors = {f"optimizer.state.{param}.{key}": value
+               for param, slots in optimizer_state["state"].items() if isinstance(slots, Mapping)
+               for key, value in slots.items()}
+    bad = non_finite(tensors)
+    if bad:
+        raise DataError(f"checkpoint {path}: the optimiser state holds non-finite values (NaN or inf) in "
+                        f"{len(bad)} of {len(tensors)} tensors ({describe_names(sorted(bad))}): the run "
+                        f"diverged before this checkpoint was saved; it cannot be resumed (start a new "
+                        f"run, with a lower train.optimizer.lr or train.clip_grad_norm)")
+
+
 def load_model_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: str) -> None:
     """``model.load_state_dict(state)`` with one line naming the missing /
     unexpected keys and the shape mismatches (a few, and how many more)."""

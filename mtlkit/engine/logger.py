@@ -43,6 +43,17 @@ class RunLogger:
                 self._tb = SummaryWriter(os.path.join(out_dir, "tb"))
 
     @staticmethod
+    def holds_records(out_dir: str) -> bool:
+        """Whether ``OUT/metrics.jsonl`` starts with a record of a run (a JSON
+        object with an ``event``): the log of an mtlkit run, not a user's file."""
+        try:
+            with open(os.path.join(out_dir, "metrics.jsonl"), encoding="utf-8") as handle:
+                record = json.loads(handle.readline())
+        except (OSError, ValueError):
+            return False
+        return isinstance(record, dict) and "event" in record
+
+    @staticmethod
     def truncate(out_dir: str, after_iter: int) -> None:
         """Drop records of iterations > ``after_iter`` (a resumed run redoes them)."""
         path = os.path.join(out_dir, "metrics.jsonl")

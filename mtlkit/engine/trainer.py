@@ -35,7 +35,9 @@ from mtlkit.data.builders import build_split
 from mtlkit.data.collate import collate
 from mtlkit.engine import dist
 from mtlkit.engine.checkpoint import (
+    check_finite_optimizer,
     check_finite_state,
+    check_resumable,
     describe_names,
     load_checkpoint,
     load_model_state,
@@ -76,9 +78,17 @@ from mtlkit.engine.step import TrainStep
 from mtlkit.errors import RunExists, TrainingDiverged  # noqa: F401 - also imported from here
 from mtlkit.models.compose import build_model
 from mtlkit.utils.io import check_out_dir, make_out_dir, plain
+from mtlkit.utils.outdir import adopt, check_claim, claim, written
+from mtlkit.utils.runlock import RunLock
 from mtlkit.version import __version__
 
 CHECKPOINT_NAME = "last.pt"
+#: what a training run writes into its ``--out``: claimed before the first
+#: write (:func:`mtlkit.utils.outdir.claim`), so that a file of these names the
+#: run did not write (a hand-written ``config.yaml`` beside which ``--out``
+#: points) is never replaced
+RUN_OUTPUTS = ("config.yaml", "metrics.jsonl", CHECKPOINT_NAME, "metrics.json", "detections.json",
+               "curves.png", "per_class_ap.png", "tb")
 
 
 class Trainer:
@@ -166,8 +176,12 @@ class Trainer:
     # -- running -------------------------------------------------------------------------
     def run(self) -> Dict[str, Dict[str, float]]:
         """Train to ``train.iters``; returns the last evaluation's metrics
-        (task -> metric -> value; empty without a validation split)."""
-        with device_session(self.tc) as device:
+        (task -> metric -> value; empty without a validation split).
+
+        ``--out`` is locked while the run builds and trains (one process per
+        run folder: :class:`~mtlkit.utils.runlock.RunLock`, held by rank 0)."""
+        check_out_dir(self.out_dir)  # before the lock creates the folder (``--out /``, a file)
+        with device_session(self.tc) as device, RunLock(self.out_dir, enabled=dist.is_main()):
             ckpt = self._build(device)
             self.register_hooks(self.default_hooks() + self._extra_hooks)
             epoch, batch = self._restore(ckpt)
@@ -387,34 +401,60 @@ class Trainer:
 
     # -- the run directory --------------------------------------------------------------------
     def _check_run_dir(self) -> Optional[Dict[str, Any]]:
-        """Before anything is written: ``--out`` usable, an existing run only
-        with ``resume`` and the same config; returns the checkpoint to resume."""
+        """Before anything is written: ``--out`` usable, none of
+        :data:`RUN_OUTPUTS` there that a training run did not write, an
+        existing run only with ``resume``, the same config and a checkpoint
+        that can continue it; returns the checkpoint to resume."""
         check_out_dir(self.out_dir)
         metrics_path = os.path.join(self.out_dir, "metrics.jsonl")
+        ckpt = None
         if os.path.isfile(self.checkpoint_path):
             if not self.resume:
                 raise RunExists(f"{self.out_dir} already holds a run ({CHECKPOINT_NAME}); pass --resume "
                                 "to continue it, or choose another --out")
             ckpt = load_checkpoint(self.checkpoint_path)
+            check_resumable(ckpt, self.checkpoint_path)
             check_finite_state(ckpt["model"], f"the weights of {self.checkpoint_path}")
+            check_finite_optimizer(ckpt.get("optimizer"), self.checkpoint_path)
             check_resume_config(ckpt, self.cfg, self.checkpoint_path)
-            return ckpt
-        if os.path.isfile(metrics_path) and not self.resume:
+        elif os.path.isfile(metrics_path) and not self.resume:
             raise RunExists(f"{self.out_dir} holds the metrics.jsonl of a run stopped before its first "
                             f"checkpoint; pass --resume to start it over, or choose another --out")
-        if self.resume:
+        elif self.resume:
             note(f"--resume: no checkpoint in {self.out_dir}, starting from scratch")
-        return None
+        self._check_outputs(ckpt)
+        return ckpt
+
+    def _check_outputs(self, ckpt: Optional[Mapping[str, Any]]) -> None:
+        """Refuse when ``--out`` holds a file of :data:`RUN_OUTPUTS` that no
+        training run wrote (the record ``OUT/.mtlkit-outputs.json`` says which
+        did). A run folder from before mtlkit kept that record is adopted when
+        it is resumed and is one: its ``last.pt`` loaded as a checkpoint, or
+        its ``metrics.jsonl`` holds mtlkit's records."""
+        if os.path.isdir(self.out_dir) and not self._legacy_run(ckpt):
+            check_claim(self.out_dir, RUN_OUTPUTS, "train")
+
+    def _legacy_run(self, ckpt: Optional[Mapping[str, Any]]) -> bool:
+        """A run folder written before mtlkit recorded its outputs, resumed."""
+        if not self.resume or written(self.out_dir):
+            return False
+        if ckpt is not None:
+            return True
+        return RunLogger.holds_records(self.out_dir)
 
     def _start_run_dir(self, core: nn.Module, ckpt: Optional[Mapping[str, Any]]) -> None:
         """Check the data's classes against the model's (and the checkpoint's),
-        then create ``--out`` and write ``config.yaml``."""
+        then claim :data:`RUN_OUTPUTS` in ``--out`` and write ``config.yaml``."""
         state = self.state
-        check_classes(core, state.train_dataset, state.val_dataset,
-                      (ckpt.get("meta") or {}).get("classes") if ckpt is not None else None)
+        meta = (ckpt.get("meta") or {}) if ckpt is not None else {}
+        check_classes(core, state.train_dataset, state.val_dataset, meta.get("classes"), meta.get("scenes"))
         if not dist.is_main():
             return
         make_out_dir(self.out_dir)
+        if self._legacy_run(ckpt):
+            adopt(self.out_dir, RUN_OUTPUTS, "train")
+        else:
+            claim(self.out_dir, RUN_OUTPUTS, "train")
         if ckpt is None:
             # a run killed before its first checkpoint: start its records over
             RunLogger.truncate(self.out_dir, 0)

@@ -72,6 +72,15 @@ def claim(out_dir: "str | os.PathLike[str]", names: Iterable[str], command: str,
     ``command``'s. ``hint`` ends the message (e.g. the default folder)."""
     out_dir = os.fspath(out_dir)
     names = list(dict.fromkeys(names))
+    check_claim(out_dir, names, command, what, hint)
+    _record(out_dir, names, command)
+
+
+def check_claim(out_dir: "str | os.PathLike[str]", names: Iterable[str], command: str,
+                what: str = "--out", hint: str = "") -> None:
+    """What :func:`claim` refuses, without recording anything: for a command
+    that checks early (before building anything) and claims just before it writes."""
+    out_dir = os.fspath(out_dir)
     record_path = os.path.join(out_dir, RECORD_NAME)
     if os.path.lexists(record_path) and not os.path.isfile(record_path):
         raise OutputExists(f"{what} {out_dir}: {RECORD_NAME} is not a file mtlkit wrote; choose another {what}")
@@ -83,9 +92,20 @@ def claim(out_dir: "str | os.PathLike[str]", names: Iterable[str], command: str,
         more = f" (and {len(found) - 1} more file(s))" if len(found) > 1 else ""
         raise OutputExists(f"{what} {out_dir} already holds {name}{more}, which `mtlkit {command}` would "
                            f"replace: {origin}; choose another {what}{hint}")
+
+
+def adopt(out_dir: "str | os.PathLike[str]", names: Iterable[str], command: str) -> None:
+    """Record ``names`` as ``command``'s without checking who wrote those
+    present: for a folder the caller has recognised as ``command``'s own,
+    written before mtlkit kept this record (e.g. a run resumed from its
+    ``last.pt``)."""
+    _record(os.fspath(out_dir), list(dict.fromkeys(names)), command)
+
+
+def _record(out_dir: str, names: Iterable[str], command: str) -> None:
+    record_path = os.path.join(out_dir, RECORD_NAME)
     record = written(out_dir)
     record.update({name: command for name in names})
-
     with atomic_write(record_path, "w", encoding="utf-8") as handle:
         json.dump({"format": FORMAT, "outputs": dict(sorted(record.items()))}, handle, indent=1)
         handle.write("\n")

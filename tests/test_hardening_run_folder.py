@@ -1,0 +1,155 @@
+"""Issue 19, part 2: the trainer's run folder (one process per --out, never a
+file replaced that a training run did not write, runs from before the record
+adopted), what a resume accepts (weights-only and NaN-optimiser checkpoints,
+the checkpoint's scene names), the ablation's and pretrain's output folders."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mtlkit.engine import train
+from mtlkit.engine.checkpoint import check_finite_optimizer
+from mtlkit.errors import DataError
+from mtlkit.utils.outdir import RECORD_NAME, OutputExists, written
+from mtlkit.utils.runlock import LOCK_NAME, RunLocked
+from _engine_fakes import ENGINE_CFG, FakeDataset, fake_parts
+from test_hardening_outdir import _hold
+
+
+def cfg_with(**train_options):
+    cfg = copy.deepcopy(ENGINE_CFG)
+    cfg["train"].update(train_options)
+    return cfg
+
+
+# -- the lock -------------------------------------------------------------------------------
+def test_a_second_training_into_the_same_out_is_refused_naming_the_holder(tmp_path):
+    out = tmp_path / "run"
+    holder = _hold(out)
+    try:
+        with pytest.raises(RunLocked, match=r"in use by another mtlkit process: pid \d+ .*holder\.yaml"):
+            train(cfg_with(iters=2), out, **fake_parts())
+        assert sorted(os.listdir(out)) == [LOCK_NAME]  # nothing written by the refused run
+    finally:
+        holder.kill()
+        holder.wait()
+    train(cfg_with(iters=2), out, **fake_parts())  # the killed holder's lock is stale: taken over
+    assert (out / "last.pt").is_file() and not (out / LOCK_NAME).exists()
+
+
+def test_the_lock_is_held_while_the_run_trains(tmp_path):
+    from mtlkit.engine.hooks import HookBase
+    from mtlkit.utils.runlock import holder
+
+    seen = []
+
+    class Probe(HookBase):
+        def after_step(self):
+            seen.append(holder(self.state.out_dir))
+
+    train(cfg_with(iters=2), tmp_path / "run", hooks=[Probe()], **fake_parts())
+    assert len(seen) == 2 and all(info and info["pid"] == os.getpid() for info in seen)
+    assert holder(tmp_path / "run") is None
+
+
+def test_a_refused_run_leaves_no_folder_behind(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(DataError):  # refused after the lock created the folder
+        train(cfg_with(iters=2), out, train_dataset=FakeDataset(0), **{
+            k: v for k, v in fake_parts().items() if k != "train_dataset"})
+    assert not out.exists()
+
+
+# -- never replace what a training run did not write ----------------------------------------
+def test_out_in_the_configs_own_folder_never_replaces_the_users_config(tmp_path):
+    mine = "# my hand-written config\ntrain: {iters: 2}\n"
+    (tmp_path / "config.yaml").write_text(mine)
+    with pytest.raises(OutputExists, match=r"already holds config\.yaml, which `mtlkit train` would replace"):
+        train(cfg_with(iters=2), tmp_path, **fake_parts())
+    assert (tmp_path / "config.yaml").read_text() == mine
+    assert sorted(os.listdir(tmp_path)) == ["config.yaml"]
+
+
+@pytest.mark.parametrize("name", ["metrics.json", "curves.png", "tb"])
+def test_a_users_file_of_any_output_name_is_refused_before_training(tmp_path, name):
+    (tmp_path / name).write_text("mine")
+    with pytest.raises(OutputExists, match=name.replace(".", r"\.")):
+        train(cfg_with(iters=2), tmp_path, **fake_parts())
+    assert sorted(os.listdir(tmp_path)) == [name]
+
+
+def test_a_run_records_its_outputs_and_resumes_over_them(tmp_path):
+    train(cfg_with(iters=2, checkpoint_every=1), tmp_path, **fake_parts())
+    record = written(tmp_path)
+    assert record["last.pt"] == "train" and record["config.yaml"] == "train"
+    train(cfg_with(iters=3), tmp_path, resume=True, **fake_parts())
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["iteration"] == 3
+
+
+def test_a_run_from_before_the_record_is_adopted_when_resumed(tmp_path):
+    train(cfg_with(iters=2), tmp_path, **fake_parts())
+    os.remove(tmp_path / RECORD_NAME)  # as written before mtlkit kept the record
+    train(cfg_with(iters=3), tmp_path, resume=True, **fake_parts())
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["iteration"] == 3
+    assert written(tmp_path)["last.pt"] == "train"
+
+
+def test_a_last_pt_that_is_not_a_checkpoint_is_not_adopted(tmp_path):
+    (tmp_path / "last.pt").write_bytes(b"my notes, not a checkpoint")
+    with pytest.raises(DataError, match="not a checkpoint"):
+        train(cfg_with(iters=2), tmp_path, resume=True, **fake_parts())
+    assert (tmp_path / "last.pt").read_bytes() == b"my notes, not a checkpoint"
+
+
+# -- what a resume accepts ----------------------------------------------------------------
+def test_resuming_a_weights_only_checkpoint_is_refused(tmp_path):
+    train(cfg_with(iters=2), tmp_path, **fake_parts())
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    torch.save({"model": ckpt["model"]}, tmp_path / "last.pt")
+    with pytest.raises(DataError, match=r"holds weights only .*can be evaluated but not resumed"):
+        train(cfg_with(iters=4), tmp_path, resume=True, **fake_parts())
+
+
+def test_a_checkpoint_with_a_nan_optimiser_state_is_not_resumed(tmp_path):
+    train(cfg_with(iters=2), tmp_path, **fake_parts())  # sgd with momentum: a momentum buffer per weight
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    slot = next(iter(ckpt["optimizer"]["state"].values()))
+    slot["momentum_buffer"][0] = float("nan")
+    torch.save(ckpt, tmp_path / "last.pt")
+    before = (tmp_path / "last.pt").read_bytes()
+    with pytest.raises(DataError, match=r"optimiser state holds non-finite values .*momentum_buffer"):
+        train(cfg_with(iters=4), tmp_path, resume=True, **fake_parts())
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def test_check_finite_optimizer_accepts_a_finite_state_and_none():
+    check_finite_optimizer(None, "p")
+    check_finite_optimizer({"state": {0: {"exp_avg": torch.zeros(2), "step": torch.tensor(3.0)}}}, "p")
+    with pytest.raises(DataError, match=r"optimizer\.state\.0\.exp_avg"):
+        check_finite_optimizer({"state": {0: {"exp_avg": torch.tensor([float("inf")])}}}, "p")
+
+
+class ShuffledScenes(FakeDataset):
+    scenes = ["b", "a", "c"]
+
+
+def _scene_named_parts(dataset):
+    parts = fake_parts()
+    parts["model"].tasks["cls"].label_names_attr = "scenes"
+    parts["model"].tasks["cls"].options = {"num_classes": 3}
+    parts["train_dataset"] = dataset
+    parts["val_dataset"] = None
+    return parts
+
+
+def test_resuming_on_data_with_other_scene_names_is_refused(tmp_path):
+    train(cfg_with(iters=2), tmp_path, **_scene_named_parts(FakeDataset(32, seed=1)))
+    with pytest.raises(DataError, match=r"checkpoint was trained on other scenes .*label 0 is 'a' in the "
+                                        r"checkpoint and 'b' in the data"):
+        train(cfg_with(iters=4), tmp_path, resume=True, **_scene_named_parts(ShuffledScenes(32, seed=1)))
+    train(cfg_with(iters=3), tmp_path, resume=True, **_scene_named_parts(FakeDataset(32, seed=1)))
