@@ -104,11 +104,20 @@ def test_split_rendered_once_for_all_rows(tmp_path, monkeypatch):
     assert cli.main(_args(tmp_path, "--jobs", "1", rows="ssd,flat_mtl,rock", seeds=("0",))) == 0
     assert sorted(calls) == sorted(set(calls))  # no sample twice
     assert len(calls) == 8 + 6  # train and test
-    # the runs read the folders: no rendering in a run's process (their logs say nothing of it,
-    # and the sets are complete)
-    for split_dir in (tmp_path / "data").iterdir():
-        meta = json.loads((split_dir / "dataset.json").read_text())
+    # the runs read the folders: no rendering in a run's process. The parent's count above cannot
+    # see a child; what each child trained on is its own config.yaml (written by the trainer in the
+    # child): every split it reads is one of the rendered, complete folders
+    rendered = {str(p) for p in (tmp_path / "data").iterdir()}
+    assert len(rendered) == 2
+    for split_dir in rendered:
+        meta = json.loads(open(os.path.join(split_dir, "dataset.json")).read())
         assert meta["complete"] is True
+    import yaml
+
+    for row in ("ssd", "flat_mtl", "rock"):
+        config = yaml.safe_load((tmp_path / row / "seed0" / "config.yaml").read_text())
+        read = {split: config["data"][split]["root"] for split in ("train", "test")}
+        assert set(read.values()) == rendered, (row, read)
 
 
 @pytest.mark.parametrize("rows", ["../x", "/abs/path", "a/b", ".."])

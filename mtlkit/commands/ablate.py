@@ -9,7 +9,10 @@ Each synthetic split is rendered once into ``OUT/data/`` and read by every
 run; runs are independent processes, ``--jobs`` at a time, one torch thread
 each, deterministic per (row, seed, data seed). Rerunning the same command
 re-uses finished runs whose resolved config is unchanged and resumes
-interrupted ones; a run whose settings changed is trained again.
+interrupted ones; a run whose settings changed is trained again (its folder
+cleared of what mtlkit wrote there; a folder holding anything else is
+refused, never deleted). One ablation at a time per ``--out`` (a lock), and
+``ablation.md`` / ``.json`` / ``.png`` never replace files an ablation did not write.
 """
 
 from __future__ import annotations
@@ -23,7 +26,15 @@ from typing import List
 
 from mtlkit.engine.ablation import EXTRA_ROWS, plan_runs, prepare_data, run_all, select_rows, write_outputs
 from mtlkit.engine.ablation.report import aux_columns
+from mtlkit.engine.ablation.runner import check_run_dirs
 from mtlkit.errors import ConfigError, MtlkitError
+from mtlkit.utils.io import check_out_dir
+from mtlkit.utils.outdir import check_claim, claim
+from mtlkit.utils.paths import kind_of
+from mtlkit.utils.runlock import RunLock
+
+#: what the ablation writes into ``--out`` itself (besides the run folders and ``data/``)
+REPORT_OUTPUTS = ("ablation.md", "ablation.json", "ablation.png")
 
 #: ``--quick``: a smoke-test scale (seconds per run), not a result
 QUICK_OVERRIDES = ["data.train.size=48", "data.val.size=8", "data.test.size=24", "train.log_every=5"]
@@ -87,20 +98,32 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seeds must be distinct non-negative integers, got {args.seeds}")
     if args.iters is not None and args.iters < 1:
         raise ConfigError(f"--iters must be >= 1, got {args.iters}")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise ConfigError(f"--out {args.out} exists and is not a folder")
+    check_out_dir(args.out)
+    data_dir = args.data_dir if args.data_dir is not None else os.path.join(args.out, "data")
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise ConfigError(f"--data-dir {data_dir} is an existing {kind_of(data_dir)}, expected a folder "
+                          f"(the rendered splits are kept there)")
     rows = select_rows(args.configs, _row_names(args.rows))
     overrides: List[str] = (QUICK_OVERRIDES if args.quick else []) + list(args.override)
     iters = args.iters if args.iters is not None else (QUICK_ITERS if args.quick else None)
     runs = plan_runs(rows, args.seeds, args.out, overrides, args.data_seed, iters)
+    if os.path.isdir(args.out):  # refused before any work, nothing written
+        check_claim(args.out, REPORT_OUTPUTS, "ablate")
+        check_run_dirs(runs)
+    with RunLock(args.out):
+        check_run_dirs(runs)  # again, now that no other ablation writes there
+        claim(args.out, REPORT_OUTPUTS, "ablate")
+        return _run(args, rows, runs, jobs, data_dir)
+
+
+def _run(args: argparse.Namespace, rows, runs, jobs: int, data_dir: str) -> int:
+    """Render the data, train the runs, write the tables (``--out`` locked and claimed)."""
 
     def note(message: str) -> None:
         print(f"mtlkit ablate: {message}", file=sys.stderr, flush=True)
 
     start = time.time()
-    os.makedirs(args.out, exist_ok=True)
     note(f"{len(rows)} rows x {len(args.seeds)} seeds = {len(runs)} runs, {jobs} at a time")
-    data_dir = args.data_dir if args.data_dir is not None else os.path.join(args.out, "data")
     prepare_data(runs, data_dir, workers=jobs, progress=not args.no_progress)
     records_by_name = run_all(runs, jobs, progress=not args.no_progress, note=note)
     records = [records_by_name[run.name] for run in runs]

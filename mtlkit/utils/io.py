@@ -38,6 +38,12 @@ def _temp_pattern(name: str) -> "re.Pattern[str]":
     return re.compile(r"^\." + re.escape(name) + r"\.(?:([0-9a-f]{8})\.(\d+)\.)?[A-Za-z0-9_]{8}\.tmp$")
 
 
+def is_temp_of(name: str, target: str) -> bool:
+    """Whether the file ``name`` is a temporary file of :func:`atomic_write`
+    writing ``target`` (both names inside one folder)."""
+    return _temp_pattern(target).match(name) is not None
+
+
 def _pid_running(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -4,7 +4,10 @@ A run directory holds ``ablate_run.json`` (the run's resolved config and
 fingerprint, written before it starts), what the trainer writes (config.yaml,
 metrics.jsonl, last.pt, metrics.json, detections.json: evaluated on the test
 split) and, once finished, ``result.json`` (the run's record for the table).
-``log.txt`` collects the process's output.
+``log.txt`` collects the process's output. The folder's record
+(:mod:`mtlkit.utils.outdir`) says which of these mtlkit wrote: a run whose
+settings changed is cleared of those files only, and a folder holding any
+other file is refused, never deleted (:func:`clear_run_dir`).
 
 Every run is deterministic in its config (one torch thread, no data workers,
 seeded), so the numbers do not depend on how many run side by side. Ctrl-C
@@ -20,6 +23,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import signal
 import subprocess
 import sys
@@ -29,14 +33,19 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from tqdm import tqdm
 
+from mtlkit.engine.trainer import RUN_OUTPUTS
 from mtlkit.errors import MtlkitError
-from mtlkit.utils.io import atomic_write
+from mtlkit.utils.io import atomic_write, is_temp_of
+from mtlkit.utils.outdir import RECORD_NAME, adopt, claim, written
+from mtlkit.utils.runlock import LOCK_NAME
 
 from .plan import Run
 
 RUN_FILE = "ablate_run.json"
 RESULT_FILE = "result.json"
 LOG_FILE = "log.txt"
+#: what the ablation itself writes into a run folder (the trainer records its own files)
+RUNNER_OUTPUTS = (RUN_FILE, LOG_FILE, RESULT_FILE)
 
 
 class RunFailed(MtlkitError):
@@ -62,16 +71,81 @@ def finished_result(run: Run) -> Optional[Dict[str, Any]]:
     return None
 
 
+def mtlkit_files(run_dir: str) -> List[str]:
+    """The names in ``run_dir`` that mtlkit wrote: those its record lists
+    (the runner's and the trainer's), the record and lock files, and the
+    temporary files of their atomic writes. A run folder from before the
+    record (``ablate_run.json`` readable, no record) owns the names the runner
+    and the trainer write."""
+    record = written(run_dir)
+    ours = set(record)
+    if not record and read_json(os.path.join(run_dir, RUN_FILE)) is not None:
+        ours |= set(RUNNER_OUTPUTS) | set(RUN_OUTPUTS)
+    ours |= {RECORD_NAME, LOCK_NAME}
+    try:
+        present = os.listdir(run_dir)
+    except OSError:
+        return []
+    return [name for name in present if name in ours or any(is_temp_of(name, t) for t in ours)]
+
+
+def foreign_files(run_dir: str) -> List[str]:
+    """The names in ``run_dir`` mtlkit did not write (sorted)."""
+    try:
+        present = os.listdir(run_dir)
+    except OSError:
+        return []
+    ours = set(mtlkit_files(run_dir))
+    return sorted(name for name in present if name not in ours)
+
+
+def _refuse_foreign(run: Run, foreign: Sequence[str], why: str) -> MtlkitError:
+    more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+    return MtlkitError(f"{run.run_dir}: {why}, but the folder holds {foreign[0]}{more}, which mtlkit did not "
+                       f"write; nothing was deleted: move it away, or choose another --out")
+
+
+def check_run_dirs(runs: Sequence[Run]) -> None:
+    """Before any work: refuse a run folder that is not an ablation run's
+    (no ``ablate_run.json``) yet holds files: they would be mixed with, or
+    cleared for, the run's."""
+    for run in runs:
+        if not os.path.isdir(run.run_dir) or read_json(os.path.join(run.run_dir, RUN_FILE)) is not None:
+            continue
+        foreign = foreign_files(run.run_dir)
+        if foreign:
+            raise _refuse_foreign(run, foreign, f"run {run.name} would be trained here")
+
+
+def clear_run_dir(run: Run) -> None:
+    """Remove what mtlkit wrote into ``run.run_dir`` (a run of other settings,
+    whose checkpoint cannot continue this one); refuse, deleting nothing,
+    when the folder holds anything else."""
+    foreign = foreign_files(run.run_dir)
+    if foreign:
+        raise _refuse_foreign(run, foreign, f"the settings of run {run.name} changed since it ran")
+    for name in mtlkit_files(run.run_dir):
+        path = os.path.join(run.run_dir, name)
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            shutil.rmtree(path)  # the trainer's tb/ folder
+        else:
+            os.remove(path)
+
+
 def prepare_run_dir(run: Run, note) -> None:
     """Write ``ablate_run.json``; a directory left by other settings is cleared
-    first (its checkpoint cannot continue this run)."""
+    of mtlkit's files first (:func:`clear_run_dir`)."""
     path = os.path.join(run.run_dir, RUN_FILE)
     previous = read_json(path)
     if os.path.isdir(run.run_dir) and (previous is None or previous.get("fingerprint") != run.fingerprint):
         if os.listdir(run.run_dir):
+            clear_run_dir(run)
             note(f"{run.name}: the settings changed since it ran; training it again")
-        shutil.rmtree(run.run_dir)
+        previous = None
     os.makedirs(run.run_dir, exist_ok=True)
+    if previous is not None and not written(run.run_dir):
+        adopt(run.run_dir, RUNNER_OUTPUTS, "ablate")  # a run folder from before the record
+    claim(run.run_dir, RUNNER_OUTPUTS, "ablate", what="the run folder")
     if previous is None or previous.get("fingerprint") != run.fingerprint:
         payload = {"fingerprint": run.fingerprint, "model": run.row.stem, "seed": run.seed,
                    "data_seed": run.data_seed, "config": run.config}
