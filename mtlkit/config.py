@@ -60,7 +60,8 @@ from mtlkit.resolved import (  # noqa: F401 - the validation pass, also imported
 )
 from mtlkit.schema import DATA_DEFAULTS, DATA_RANGES, DATA_SPLITS, MODEL_COMPONENTS, TOP_LEVEL_KEYS  # noqa: F401
 from mtlkit.utils.io import atomic_write, plain
-from mtlkit.utils.yaml_io import read_yaml, yaml_load  # noqa: F401 - also imported from here
+from mtlkit.utils.paths import kind_of
+from mtlkit.utils.yaml_io import DocumentTooLarge, read_yaml, yaml_load  # noqa: F401 - also imported from here
 
 PathLike = Union[str, "os.PathLike[str]"]
 ConfigSource = Union[PathLike, Mapping[str, Any]]
@@ -91,7 +92,9 @@ def _load_with_bases(path: str, stack: Tuple[str, ...]) -> Dict[str, Any]:
     for base in bases:
         base_path = base if os.path.isabs(base) else os.path.join(folder, base)
         if not os.path.isfile(base_path):
-            raise ConfigError(f"{path}: _base_ file not found: {base} (looked at {base_path})")
+            what = kind_of(base_path)
+            found = "not found" if what == "missing" else f"is a {what}, not a file"
+            raise ConfigError(f"{path}: _base_ file {found}: {base} (looked at {base_path})")
         merged = merge(merged, _load_with_bases(base_path, stack + (real,)))
     return merge(merged, data)
 
@@ -108,6 +111,8 @@ def parse_override(text: str) -> Tuple[List[str], Any]:
         value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    except DocumentTooLarge as exc:
+        raise ConfigError(f"override {key.strip()}=...: not a config value: {exc}") from None
     return parts, value
 
 

@@ -113,8 +113,7 @@ def check_options(
         default = defaults[key]
         expected = expected_type(default)
         value = out[key] = _coerce_number(value, expected)
-        if isinstance(value, float) and math.isnan(value):
-            raise ConfigError(f"{path}: expected a number, got NaN")
+        _check_finite(value, path)
         if not type_ok(value, expected):
             raise ConfigError(
                 f"{path}: expected {_TYPE_NAMES.get(expected, expected.__name__)}, "
@@ -178,6 +177,17 @@ def check_lengths(section: Optional[Mapping[str, Any]], lengths: Mapping[str, in
         value = get(section or {}, path)
         if isinstance(value, (list, tuple)) and len(value) != n:
             raise ConfigError(f"{where}.{path}: expected a list of {n} values, got {list(value)!r}")
+
+
+def _check_finite(value: Any, path: str) -> None:
+    """NaN and infinite numbers are no setting (``lr: .inf``, ``weights: [.nan, 1]``):
+    refused, in a list element by element."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path}: expected a number, got NaN" if math.isnan(value) else
+                          f"{path}: expected a finite number, got {value}")
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_finite(item, f"{path}[{i}]")
 
 
 def _coerce_number(value: Any, expected: Optional[type]) -> Any:

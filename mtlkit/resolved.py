@@ -224,6 +224,10 @@ def check_data(data: Any) -> Dict[str, Any]:
     if size is not None and (not isinstance(size, (list, tuple)) or len(size) != 2
                              or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)):
         raise ConfigError(f"data.image_size: expected [height, width] positive integers, got {size!r}")
+    if size is not None and (max(size) > schema.MAX_IMAGE_SIDE or max(size) > schema.MAX_ASPECT * min(size)):
+        raise ConfigError(f"data.image_size: {list(size)} is no picture a detector learns from (expected sides "
+                          f"up to {schema.MAX_IMAGE_SIDE} pixels and at most {schema.MAX_ASPECT}:1 between "
+                          f"them; [height, width], e.g. [240, 320])")
     check_ranges(data, schema.DATA.ranges, "data")
     return data
 

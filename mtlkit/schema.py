@@ -72,6 +72,10 @@ DATA_DEFAULTS: Dict[str, Any] = {
     "augment": {},                # AUGMENT_DEFAULTS
 }
 DATA_RANGES: Dict[str, str] = {"batch_size": ">= 1", "num_workers": ">= 0"}
+#: ``data.image_size``: the longest side fed to the network (8192^2 is 64 megapixels, the most
+#: mtlkit reads of an image) and the most one side may be of the other ([1, 100000] trained to AP 0)
+MAX_IMAGE_SIDE = 8192
+MAX_ASPECT = 16
 
 #: options of ``data.augment`` (:func:`mtlkit.data.transforms.build_transforms` documents them)
 AUGMENT_DEFAULTS: Dict[str, Any] = {
@@ -176,6 +180,9 @@ EVAL_CHOICES: Dict[str, List[Any]] = {
     "split": ["train", "val", "test"],
 }
 
+#: a seed: what every RNG mtlkit seeds takes (torch's and numpy's refuse a negative one)
+SEED_RANGE = "[0, 9223372036854775807]"
+
 # Ranges checked by validation (``mtlkit.config.check_ranges``): ">= 0",
 # "> 0", "[0, 1]" (inclusive), "[0, 1)" ... A list value has each element checked.
 TRAIN_RANGES: Dict[str, str] = {
@@ -197,6 +204,7 @@ TRAIN_RANGES: Dict[str, str] = {
     "checkpoint_every": ">= 0",
     "log_every": ">= 0",
     "num_threads": ">= 0",
+    "seed": SEED_RANGE,
 }
 
 EVAL_RANGES: Dict[str, str] = {

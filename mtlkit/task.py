@@ -33,7 +33,7 @@ AUXILIARY = "auxiliary"
 #: options every task accepts, whatever its own defaults
 COMMON_DEFAULTS: Dict[str, Any] = {"weight": 1.0}
 #: ranges of options every task that has them shares
-COMMON_RANGES: Dict[str, str] = {"num_classes": ">= 1"}
+COMMON_RANGES: Dict[str, str] = {"num_classes": ">= 1", "weight": ">= 0"}
 
 
 class Task(abc.ABC):

@@ -52,7 +52,10 @@ from mtlkit.engine.trainer import Trainer
 from mtlkit.errors import ConfigError, MtlkitError
 from mtlkit.options import Schema
 from mtlkit.registry import get_registry
-from mtlkit.utils.io import atomic_write
+from mtlkit.utils.io import atomic_write, check_out_dir
+from mtlkit.utils.outdir import claim
+from mtlkit.utils.paths import kind_of, not_a_file
+from mtlkit.utils.runlock import RunLock
 
 DEFAULTS: Dict[str, Any] = {
     "backbone": "resnet_small",
@@ -65,6 +68,11 @@ DEFAULTS: Dict[str, Any] = {
     "weight_decay": 1e-4,
     "warmup_iters": 100,
     "seed": 0,
+}
+#: the ranges of :data:`DEFAULTS` (a NaN or infinite number is outside every range)
+RANGES: Dict[str, str] = {
+    "image_size": ">= 8", "crop_size": ">= 8", "crops_per_batch": ">= 1", "batch_size": ">= 1",
+    "iters": ">= 1", "lr": "> 0", "weight_decay": ">= 0", "warmup_iters": ">= 0", "seed": ">= 0",
 }
 
 
@@ -206,9 +214,10 @@ def pretrain(data_root: str, out_path: str, run_dir: Optional[str] = None, resum
         removed afterwards: nothing to resume).
     :param resume: continue the run in ``run_dir``.
     :param options: :data:`DEFAULTS` (None keeps the default)."""
-    opts = Schema(DEFAULTS).options(options, "pretrain")
+    opts = Schema(DEFAULTS, ranges=RANGES, lengths={"image_size": 2}).options(options, "pretrain")
     if resume and run_dir is None:
         raise ConfigError("pretrain: resume needs the run directory to continue (run_dir / --run-dir)")
+    claim_output(out_path)
     cfg = run_config(pretrain_config(data_root, opts, progress))
     train_set = build_split(cfg, "train", train=True, seed=int(opts["seed"]))
     torch.manual_seed(int(opts["seed"]))  # the backbone's initialisation
@@ -220,6 +229,24 @@ def pretrain(data_root: str, out_path: str, run_dir: Optional[str] = None, resum
         Trainer(cfg, folder, resume=resume, model=net, train_dataset=train_set, step=step,
                 hooks=[WriteBackbone(backbone, out_path)]).run()
         return _last_scalars(os.path.join(folder, "metrics.jsonl"))
+
+
+def claim_output(out_path: str) -> None:
+    """Before any work: ``out_path`` is a file to write (not a folder, a
+    device or a pipe) whose folder can be written, and not a file that
+    ``mtlkit pretrain`` did not write there (a training run's ``last.pt``, a
+    shipped weights file): :func:`mtlkit.utils.outdir.claim`, on rank 0."""
+    out_path = os.fspath(out_path)
+    if kind_of(out_path) != "missing":
+        reason = not_a_file(out_path, "the file of the backbone weights to write")
+        if reason is not None:
+            raise MtlkitError(f"--out {reason}")
+    folder = os.path.dirname(os.path.abspath(out_path))
+    check_out_dir(folder, what="the folder of --out")
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    with RunLock(folder, what="the folder of --out"):
+        claim(folder, [os.path.basename(out_path)], "pretrain", what="the folder of --out")
 
 
 class WriteBackbone(HookBase):
@@ -237,7 +264,6 @@ class WriteBackbone(HookBase):
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         with atomic_write(self.path, "wb") as handle:
             torch.save(state, handle)
-        os.chmod(self.path, 0o644)  # a file to ship, not a private temporary
 
 
 def _last_scalars(metrics_path: str) -> Dict[str, float]:

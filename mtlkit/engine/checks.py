@@ -13,7 +13,6 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 from mtlkit.engine.runtime import dataset_attr
-from mtlkit.engine.runtime import dataset_attr
 from mtlkit.errors import ConfigError, DataError
 from mtlkit.options import flatten  # noqa: F401 - also imported from here
 
@@ -70,6 +69,31 @@ def check_resume_config(ckpt: Mapping[str, Any], cfg: Mapping[str, Any], path: s
             f"resume with the run's own {os.path.join(folder, 'config.yaml')} (changing only "
             f"train.iters, the logging / checkpoint / evaluation settings or data.num_workers), "
             f"or start a new run in another --out")
+
+
+def check_run_data(cfg: Mapping[str, Any], train_set: Any, val_set: Any, batch_size: int,
+                   world_size: int = 1) -> None:
+    """What the run's data must allow, checked before ``--out`` is written:
+    samples in the training split (at least one global batch: a batch larger
+    than the split never fills), samples in the validation split, and a
+    validation split when ``train.eval_every`` asks for evaluations."""
+    split = cfg["eval"]["split"]
+    global_batch = batch_size * max(1, int(world_size))
+    size = len(train_set)
+    if size == 0:
+        raise DataError("data.train holds no sample: nothing to train on")
+    if size < global_batch:
+        per = f" x {world_size} processes" if world_size > 1 else ""
+        raise ConfigError(f"data.batch_size is {batch_size}{per} but data.train holds {size} sample(s): a batch "
+                          f"never fills; lower data.batch_size to at most {size // max(1, int(world_size)) or 1} "
+                          f"or give the split more samples")
+    if val_set is not None and len(val_set) == 0:
+        raise DataError(f"data.{split} (the split evaluated, eval.split) holds no sample: give it samples or "
+                        f"remove it")
+    every = int(cfg["train"]["eval_every"])
+    if every and val_set is None:
+        raise ConfigError(f"train.eval_every is {every} but there is no data.{split} to evaluate on "
+                          f"(eval.split is '{split}'): add data.{split}, or set train.eval_every: 0")
 
 
 def _classes_of(dataset: Any) -> Optional[List[str]]:

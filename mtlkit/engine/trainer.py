@@ -46,7 +46,7 @@ from mtlkit.engine.checkpoint import (
     save_checkpoint as write_checkpoint,
     set_rng_state,
 )
-from mtlkit.engine.checks import check_classes, check_resume_config
+from mtlkit.engine.checks import check_classes, check_resume_config, check_run_data
 from mtlkit.engine.data import ShardedBatches, TrainStream
 from mtlkit.engine.ema import ModelEMA
 from mtlkit.engine.hooks import (
@@ -250,6 +250,7 @@ class Trainer:
 
         seed_everything(seed)
         train_set, val_set = self.build_datasets()
+        check_run_data(cfg, train_set, val_set, cfg.data_spec.batch_size, world)
         channels_last = bool(tc["channels_last"])
         model = self.build_model().to(device)
         if channels_last:

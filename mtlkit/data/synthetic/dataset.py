@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from mtlkit.data.render_once import RenderOnce
 from mtlkit.errors import ConfigError, DataError
+from mtlkit.schema import SEED_RANGE
 
 from . import storage, writer
 from .generate import GENERATOR_VERSION, SPLITS, RenderOptions, generate_sample, make_options
@@ -91,6 +92,10 @@ class SyntheticRooms(Dataset):
         "cache_dir": None,
         "root": None,
     }
+    #: a size beyond any set worth rendering is a typo (it failed with a MemoryError)
+    ranges = {"size": "[0, 10000000]", "image_size": "[8, 8192]", "noise": ">= 0",
+              "min_visible_fraction": "[0, 1]", "min_area": "[0, 1]", "scene_weights": ">= 0",
+              "seed": SEED_RANGE}
 
     def __init__(self, split: str = "train", size: Optional[int] = None, seed: int = 0,
                  image_size=(240, 320), shadows: bool = True, noise: float = 0.012,
