@@ -19,7 +19,6 @@ def build_model(cfg, image_size=None):
     dict (see :func:`mtlkit.models.compose.build_model` for the arguments). Its
     ``model(images)`` checks the images first (:mod:`mtlkit.models.inputs`:
     a clear error for a uint8, NaN, HWC or 4-channel batch)."""
-    from mtlkit.models import inputs  # lazy: the package face stays light (see above)
-    from mtlkit.models.compose import build_model as _build  # lazy: as above
+    from mtlkit.models.compose import build_model as _build  # lazy: the package face stays light (see above)
 
-    return inputs.install(_build(cfg, image_size=image_size))
+    return _build(cfg, image_size=image_size)

@@ -35,6 +35,7 @@ from torch import nn
 
 from mtlkit.config import as_resolved
 from mtlkit.errors import ConfigError
+from mtlkit.models.inputs import InputError, check_images
 from mtlkit.models.rock import RockBlock
 from mtlkit.resolved import ModelSpec, check_postprocess_options
 from mtlkit.task import PRIMARY, AuxiliaryTask, Task
@@ -78,6 +79,11 @@ class MultiTaskModel(nn.Module):
         return (images - self.pixel_mean) * self.pixel_inv_std
 
     def forward(self, images: torch.Tensor) -> Dict[str, Any]:
+        # One line naming `images` for a uint8, NaN, HWC, 4-channel... batch (mtlkit.models.inputs).
+        # A training step on an accelerator is not made to wait for the value check (its images come
+        # from the data pipeline); evaluation and detect check the values (they sync anyway).
+        check_images(images, like=next(self.parameters(), None),
+                     values=not (self.training and isinstance(images, torch.Tensor) and images.device.type != "cpu"))
         sources = list(self.backbone(self.normalize(images)))
         aux: Dict[str, torch.Tensor] = {}
         if self.block is not None:
@@ -87,9 +93,20 @@ class MultiTaskModel(nn.Module):
         return outputs
 
     def losses(self, outputs: Mapping[str, Any], batch: Dict[str, Any]) -> Dict[str, torch.Tensor]:
-        """Task name -> unweighted scalar loss (each masked per sample)."""
-        return {name: task.loss(outputs[name], batch) for name, task in self.tasks.items()
-                if name in outputs}
+        """Task name -> unweighted scalar loss (each masked per sample).
+        ``outputs``: what ``model(images)`` returned; ``batch``: a collated
+        batch (:func:`mtlkit.data.collate`), whose targets each task checks."""
+        if not isinstance(outputs, Mapping):
+            raise InputError(f"outputs: expected the dict model(images) returns (task name -> prediction), "
+                             f"got {type(outputs).__name__}")
+        missing = [name for name in self.tasks if name not in outputs]
+        if missing:
+            raise InputError(f"outputs: no prediction for task(s) {', '.join(map(repr, missing))} (it has "
+                             f"{', '.join(map(repr, outputs)) or 'none'}); pass what model(images) returned")
+        if not isinstance(batch, Mapping):
+            raise InputError(f"batch: expected a dict of the batch's images and targets (as "
+                             f"mtlkit.data.collate makes), got {type(batch).__name__}")
+        return {name: task.loss(outputs[name], batch) for name, task in self.tasks.items()}
 
     def postprocess(self, outputs: Mapping[str, Any], image_size: Sequence[int]) -> Dict[str, Any]:
         """Raw predictions -> predictions in user units at ``image_size`` (H, W)."""
@@ -138,6 +155,10 @@ def build_model(cfg: Any, image_size: Optional[Sequence[int]] = None) -> MultiTa
     """Build a :class:`MultiTaskModel` from the resolved config (or a config
     path, full config dict or model section, resolved first: :func:`mtlkit.config.as_resolved`).
     ``image_size`` (H, W) overrides ``data.image_size``."""
+    if image_size is not None and (isinstance(image_size, (str, bytes)) or not isinstance(image_size, Sequence)
+                                   or len(image_size) != 2 or not all(
+                isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in image_size)):
+        raise InputError(f"image_size: expected (height, width) positive integers, got {image_size!r}")
     cfg = as_resolved(cfg)
     spec = cfg.model_spec
     if spec is None or spec.backbone is None:

@@ -12,9 +12,10 @@ result: 0-255 images taken as [0, 1], NaN images giving 100 boxes).
 * :func:`check_class_labels` — class indices in 0..C-1 (the scene);
 * :func:`dense_target` — a dense target map (depth, normals, masks) per image.
 
-:func:`install` attaches :func:`check_images` to a model as a forward
-pre-hook (what :func:`mtlkit.build_model` does); a model may instead call
-:func:`check_images` first thing in its ``forward``.
+The multi-task model calls :func:`check_images` first thing in its
+``forward`` (:class:`mtlkit.models.compose.MultiTaskModel`, so every way to
+build one checks); :func:`install` attaches it to another model as a forward
+pre-hook.
 
 Each check costs one reduction over its input and one host sync (the image
 values are not checked in a training step on an accelerator).
