@@ -299,3 +299,25 @@ def test_pretrain_options_are_checked_before_anything(tmp_path, capsys, flags, n
     assert _pretrain(tmp_path, tmp_path / "w.pt", *flags) == 2
     assert needle in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == []
+
+
+# -- the trainer's evaluation note -------------------------------------------------------------
+class _NoLabels:
+    """A metric that saw no labelled sample (a COCO set without the task's modality)."""
+
+    def update(self, prediction, batch):
+        pass
+
+    def merge(self, other):
+        pass
+
+    def compute(self):
+        return {}
+
+
+def test_the_eval_note_says_a_task_had_no_labelled_sample(tmp_path, capsys):
+    parts = fake_parts()
+    parts["model"].tasks["cls"].new_metric = _NoLabels
+    train(cfg_with(iters=2), tmp_path / "run", **parts)
+    notes = [line for line in capsys.readouterr().err.splitlines() if "eval @ 2" in line]
+    assert len(notes) == 1 and "cls: no labelled sample" in notes[0] and "reg: mse=" in notes[0], notes

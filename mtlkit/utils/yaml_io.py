@@ -7,8 +7,9 @@ bound on what a document may expand to (:data:`MAX_VALUES` values,
 :data:`MAX_DEPTH` levels: an alias bomb or a nesting thousands deep is one
 error, not a hang or a ``RecursionError``); :func:`read_yaml` reads one file
 as a mapping and turns every problem into one
-:class:`~mtlkit.errors.ConfigError` line naming the file. Files mtlkit writes itself (``config.yaml``, a checkpoint's config
-text) are written with ``yaml.safe_dump`` and read back with it.
+:class:`~mtlkit.errors.ConfigError` line naming the file. Files mtlkit
+writes itself (``config.yaml``, a checkpoint's config text) are written with
+``yaml.safe_dump`` and read back with it.
 """
 
 from __future__ import annotations

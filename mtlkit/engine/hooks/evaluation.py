@@ -46,7 +46,8 @@ def evaluate_run(state: RunState, final: bool) -> None:
                            dataset_attr(state.val_dataset, "classes"), iteration=iteration,
                            plots=bool(state.train_cfg["plots"]),
                            primary=tasks.get(getattr(state.core, "primary", None)))
-    summary = "  ".join(f"{t}: " + ", ".join(f"{k}={fmt(v)}" for k, v in list(m.items())[:3])
+    summary = "  ".join(f"{t}: " + (", ".join(f"{k}={fmt(v)}" for k, v in list(m.items())[:3])
+                                     or "no labelled sample")
                         for t, m in values.items())
     state.note(f"eval @ {iteration}: {summary}")
 
