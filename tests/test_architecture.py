@@ -65,7 +65,6 @@ LAZY = {
     ("mtlkit", "mtlkit.models.compose"):
         "mtlkit.build_model on first use: `import mtlkit.<module>` stays free of the model stack "
         "(tests/test_config.py: the data package does not import the config loader)",
-    ("mtlkit", "mtlkit.models.inputs"): "the input checks mtlkit.build_model installs, as above",
 }
 
 OPTIONAL = re.compile(r"#\s*optional:\s*\S")
