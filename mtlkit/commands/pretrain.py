@@ -52,6 +52,7 @@ from mtlkit.engine.trainer import Trainer
 from mtlkit.errors import ConfigError, MtlkitError
 from mtlkit.options import Schema
 from mtlkit.registry import get_registry
+from mtlkit.schema import SEED_RANGE
 from mtlkit.utils.io import atomic_write, check_out_dir
 from mtlkit.utils.outdir import claim
 from mtlkit.utils.paths import kind_of, not_a_file
@@ -72,7 +73,7 @@ DEFAULTS: Dict[str, Any] = {
 #: the ranges of :data:`DEFAULTS` (a NaN or infinite number is outside every range)
 RANGES: Dict[str, str] = {
     "image_size": ">= 8", "crop_size": ">= 8", "crops_per_batch": ">= 1", "batch_size": ">= 1",
-    "iters": ">= 1", "lr": "> 0", "weight_decay": ">= 0", "warmup_iters": ">= 0", "seed": ">= 0",
+    "iters": ">= 1", "lr": "> 0", "weight_decay": ">= 0", "warmup_iters": ">= 0", "seed": SEED_RANGE,
 }
 
 
