@@ -28,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image size (default 240 320)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--no-shadows", action="store_true", help="skip shadow rays")
-    parser.add_argument("--kinect-holes", action="store_true", help="simulate Kinect depth holes")
+    parser.add_argument("--kinect-holes", action="store_true", help="simulate Kinect depth holes in the labels")
+    parser.add_argument("--sensor", default=None, metavar="PRESET",
+                        help="add a simulated depth sensor's measurement (sensor_* arrays; preset: kinect)")
     parser.add_argument("--no-preview", action="store_true", help="do not write preview.png")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -40,7 +42,8 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seed must be >= 0, got {args.seed}")
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
-    options = make_options(tuple(args.size), shadows=not args.no_shadows, kinect_holes=args.kinect_holes)
+    options = make_options(tuple(args.size), shadows=not args.no_shadows, kinect_holes=args.kinect_holes,
+                           sensor=args.sensor)
     new, count = write_set(args.out, args.num, args.seed, args.split, options, args.workers,
                            progress=not args.quiet, preview=not args.no_preview)
     if not args.quiet:

@@ -27,10 +27,13 @@ def to_sample(arrays: Dict[str, np.ndarray], index: int) -> Dict[str, Any]:
     """numpy arrays of :func:`~.generate.generate_sample` -> the sample dict of
     docs/architecture.md: image (3, H, W) float32 in [0, 1], boxes (N, 4),
     labels (N,), scene (), depth (1, H, W), depth_mask (1, H, W), normals
-    (3, H, W), normals_mask (1, H, W), has, meta."""
+    (3, H, W), normals_mask (1, H, W), has, meta; with a sensor also
+    sensor_depth (1, H, W), sensor_depth_mask (1, H, W), sensor_normals
+    (3, H, W), sensor_normals_mask (1, H, W) and ``has`` entries
+    ``sensor_depth`` / ``sensor_normals`` (:mod:`mtlkit.task`: measured inputs)."""
     image = torch.from_numpy(np.ascontiguousarray(arrays["image"].transpose(2, 0, 1))).float().div_(255.0)
     h, w = image.shape[1:]
-    return {
+    sample = {
         "image": image,
         "boxes": torch.from_numpy(np.asarray(arrays["boxes"], np.float32).reshape(-1, 4)),
         "labels": torch.from_numpy(np.asarray(arrays["labels"], np.int64)),
@@ -42,6 +45,13 @@ def to_sample(arrays: Dict[str, np.ndarray], index: int) -> Dict[str, Any]:
         "has": {"detection": True, "scene": True, "depth": True, "normals": True},
         "meta": {"id": int(index), "source": "synthetic", "orig_size": (int(h), int(w))},
     }
+    if "sensor_depth" in arrays:
+        for key in ("depth", "normals"):
+            value = np.asarray(arrays[f"sensor_{key}"], np.float32)
+            sample[f"sensor_{key}"] = torch.from_numpy(value if value.ndim == 3 else value[None])
+            sample[f"sensor_{key}_mask"] = torch.from_numpy(np.asarray(arrays[f"sensor_{key}_mask"], bool))[None]
+            sample["has"][f"sensor_{key}"] = True
+    return sample
 
 
 class SyntheticRooms(Dataset):
@@ -67,6 +77,10 @@ class SyntheticRooms(Dataset):
       doors and along depth discontinuities, like a Kinect.
     * ``scene_weights`` (None): relative probabilities of the scene types
       (order of :attr:`scenes`); None is uniform.
+    * ``sensor`` (None): a simulated structured-light depth sensor
+      (:mod:`.sensor`): ``kinect``, or a mapping of its parameters; adds the
+      ``sensor_*`` maps (the measured inputs of docs/models.md), leaves the
+      labels as they are.
     * ``cache_dir`` (None): when set, each sample is rendered once and stored
       there (compressed npz, atomic writes) in a sub-folder keyed by every
       option above, then read back.
@@ -89,6 +103,7 @@ class SyntheticRooms(Dataset):
         "min_area": 0.0005,
         "kinect_holes": False,
         "scene_weights": None,
+        "sensor": None,
         "cache_dir": None,
         "root": None,
     }
@@ -100,7 +115,8 @@ class SyntheticRooms(Dataset):
     def __init__(self, split: str = "train", size: Optional[int] = None, seed: int = 0,
                  image_size=(240, 320), shadows: bool = True, noise: float = 0.012,
                  min_visible_fraction: float = 0.2, min_area: float = 0.0005, kinect_holes: bool = False,
-                 scene_weights=None, cache_dir: Optional[str] = None, root: Optional[str] = None):
+                 scene_weights=None, cache_dir: Optional[str] = None, root: Optional[str] = None,
+                 sensor=None):
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
             raise ConfigError(f"synthetic: size must be a non-negative int or null, got {size!r}")
         self.root = None if root is None else os.fspath(root)
@@ -116,7 +132,7 @@ class SyntheticRooms(Dataset):
         self.seed = int(seed)
         self.size = DEFAULT_SIZE if size is None else size
         self.options: RenderOptions = make_options(image_size, shadows, noise, min_visible_fraction, min_area,
-                                                   kinect_holes, scene_weights)
+                                                   kinect_holes, scene_weights, sensor)
         self.config = {"seed": self.seed, "split": split, "generator_version": GENERATOR_VERSION,
                        **self.options.to_dict()}
         self._cache_folder = None

@@ -17,8 +17,9 @@ from mtlkit.errors import ConfigError
 
 from .layout import sample_layout
 from .objects import CLASSES
-from .render import build_scene_mesh, render, visible_boxes
+from .render import build_scene_mesh, intrinsics, pixel_rays, render, visible_boxes
 from .scenes import SCENES
+from .sensor import SensorOptions, kinect_holes, make_sensor, sensor_arrays, sensor_rng
 
 #: bump when a change to the generator changes the samples (invalidates caches)
 GENERATOR_VERSION = 1
@@ -44,6 +45,9 @@ class RenderOptions:
             windows / doors and a band along depth discontinuities.
         scene_weights: relative probability of each scene type (``SCENES``
             order); ``None`` is uniform.
+        sensor: a simulated depth sensor (:mod:`.sensor`) whose measurement is
+            added as ``sensor_*`` arrays; ``None``: no sensor. The labels are
+            unchanged either way.
     """
 
     image_size: tuple = (240, 320)
@@ -53,6 +57,7 @@ class RenderOptions:
     min_area: float = 0.0005
     kinect_holes: bool = False
     scene_weights: Optional[tuple] = None
+    sensor: Optional[SensorOptions] = None
 
     def scene_probs(self) -> Optional[np.ndarray]:
         if self.scene_weights is None:
@@ -64,11 +69,13 @@ class RenderOptions:
         d = asdict(self)
         d["image_size"] = list(self.image_size)
         d["scene_weights"] = None if self.scene_weights is None else list(self.scene_weights)
+        if self.sensor is None:
+            del d["sensor"]  # the keys (caches, data folders) of sets without a sensor are unchanged
         return d
 
 
 def make_options(image_size=(240, 320), shadows=True, noise=0.012, min_visible_fraction=0.2,
-                 min_area=0.0005, kinect_holes=False, scene_weights=None) -> RenderOptions:
+                 min_area=0.0005, kinect_holes=False, scene_weights=None, sensor=None) -> RenderOptions:
     """Validated :class:`RenderOptions` (raises :class:`ConfigError` naming the option)."""
     try:
         h, w = (int(v) for v in image_size)
@@ -92,28 +99,12 @@ def make_options(image_size=(240, 320), shadows=True, noise=0.012, min_visible_f
                               f"(not all 0), one per scene {list(SCENES)}; got {list(scene_weights)!r}")
         scene_weights = weights
     return RenderOptions((h, w), bool(shadows), float(noise), float(min_visible_fraction), float(min_area),
-                         bool(kinect_holes), scene_weights)
+                         bool(kinect_holes), scene_weights, make_sensor(sensor))
 
 
 def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """The random stream of sample ``index`` of ``split`` for ``seed``."""
     return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(SPLITS[split], int(index))))
-
-
-def _kinect_holes(depth: np.ndarray, outside: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Validity mask (H, W) bool: False through openings and in a 1-3 px band on
-    the far side of depth discontinuities (where a Kinect's projector is shadowed)."""
-    valid = ~outside
-    h, w = depth.shape
-    band = max(1, int(round(w / 320)))
-    jump = np.zeros_like(valid)
-    dx = depth[:, 1:] - depth[:, :-1]
-    far_right = dx > 0.08 * depth[:, 1:]  # the right pixel is much farther
-    for k in range(band + int(rng.integers(0, 2))):
-        jump[:, 1 + k:] |= far_right[:, :w - 1 - k]
-    dy = depth[1:] - depth[:-1]
-    jump[1:] |= np.abs(dy) > 0.08 * depth[1:]
-    return valid & ~jump
 
 
 def generate_sample(seed: int, split: str, index: int, options: RenderOptions) -> Dict[str, np.ndarray]:
@@ -123,7 +114,10 @@ def generate_sample(seed: int, split: str, index: int, options: RenderOptions) -
     depth_mask (H, W) bool; normals (3, H, W) float32 camera frame (0 where
     invalid); normals_mask (H, W) bool; boxes (N, 4) float32 xyxy pixel edges;
     labels (N,) int64 in 1..C; scene () int64; instances (H, W) uint8 (0 room,
-    k object k); box_instance (N,) int64 the instance of each box.
+    k object k); box_instance (N,) int64 the instance of each box. With
+    ``options.sensor``, also the sensor's measurement (:func:`.sensor.sensor_arrays`):
+    sensor_depth (H, W) float32 (0 in holes), sensor_depth_mask (H, W) bool,
+    sensor_normals (3, H, W) float32, sensor_normals_mask (H, W) bool.
     """
     if split not in SPLITS:
         raise ConfigError(f"synthetic: split must be one of {list(SPLITS)}, got {split!r}")
@@ -137,9 +131,15 @@ def generate_sample(seed: int, split: str, index: int, options: RenderOptions) -
     depth = frame.depth
     normals = frame.normals
     mask = frame.valid
+    outside = (frame.instances == 0) & (frame.material == OUTSIDE_ROW)
     if options.kinect_holes:
-        outside = (frame.instances == 0) & (frame.material == OUTSIDE_ROW)
-        mask = mask & _kinect_holes(depth, outside, rng)
+        mask = mask & kinect_holes(depth, outside, rng)
+    sensor = {}
+    if options.sensor is not None:
+        # the sensor's own random stream: the rest of the sample is the same with or without it
+        sensor = sensor_arrays(frame.depth, frame.valid, frame.normals, frame.material, mesh.materials,
+                               outside, intrinsics(h, w), pixel_rays(h, w).reshape(h, w, 3),
+                               options.sensor, sensor_rng(seed, SPLITS[split], index))
     depth = np.where(mask, depth, 0).astype(np.float32)
     normals = np.where(mask[None], normals, 0).astype(np.float32)
     return {
@@ -153,6 +153,7 @@ def generate_sample(seed: int, split: str, index: int, options: RenderOptions) -
         "scene": np.array(layout.scene, np.int64),
         "instances": frame.instances.astype(np.uint8),
         "box_instance": gt["instance"].astype(np.int64),
+        **sensor,
     }
 
 

@@ -31,15 +31,21 @@ def boxes_picture(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, clas
 
 
 def preview_grid(samples: List[Dict[str, np.ndarray]], classes: Sequence[str], scenes: Sequence[str]) -> np.ndarray:
-    """Rows of [image + boxes | depth | normals] for numpy samples of generate_sample."""
+    """Rows of [image + boxes | depth | normals] for numpy samples of generate_sample,
+    followed by [sensor depth | sensor normals] when the samples have a sensor
+    (holes black)."""
     rows = []
     for s in samples:
         title = scenes[int(s["scene"])]
-        rows.append(np.concatenate([
+        panels = [
             boxes_picture(s["image"], s["boxes"], s["labels"], classes, title),
             depth_picture(s["depth"], s["depth_mask"]),
             normals_picture(s["normals"], s["normals_mask"]),
-        ], axis=1))
+        ]
+        if "sensor_depth" in s:
+            panels += [depth_picture(s["sensor_depth"], s["sensor_depth_mask"]),
+                       normals_picture(s["sensor_normals"], s["sensor_normals_mask"])]
+        rows.append(np.concatenate(panels, axis=1))
     return np.concatenate(rows, axis=0)
 
 

@@ -4,7 +4,7 @@ plus a ``dataset.json`` describing a set written by ``mtlkit data synth``.
 Layout of a written set::
 
     DIR/dataset.json          format, version, classes, scenes, config, count
-    DIR/samples/000000.npz    arrays of generate.generate_sample
+    DIR/samples/000000.npz    arrays of generate.generate_sample (with a sensor: its sensor_* arrays too)
     DIR/preview.png           a grid of some samples (image + boxes, depth, normals)
     DIR/pack/KEY.npy          optional (:func:`write_pack`): every sample's array KEY
                               stacked into one uncompressed file (ragged boxes / labels /
@@ -40,6 +40,13 @@ SCHEMA = {
     "instances": (np.uint8, 2),
     "box_instance": (np.int64, 1),
 }
+#: keys a sample may have (a simulated sensor's, :mod:`.sensor`): saved, checked and packed when present
+OPTIONAL_SCHEMA = {
+    "sensor_depth": (np.float32, 2),
+    "sensor_depth_mask": (np.bool_, 2),
+    "sensor_normals": (np.float32, 3),
+    "sensor_normals_mask": (np.bool_, 2),
+}
 
 
 def sample_path(root: str, index: int) -> str:
@@ -49,7 +56,7 @@ def sample_path(root: str, index: int) -> str:
 def save_sample(path: str, arrays: Dict[str, np.ndarray]) -> None:
     """Write one sample as a compressed npz, atomically."""
     with atomic_write(path, "wb") as handle:
-        np.savez_compressed(handle, **{k: arrays[k] for k in SCHEMA})
+        np.savez_compressed(handle, **{k: arrays[k] for k in (*SCHEMA, *OPTIONAL_SCHEMA) if k in arrays})
 
 
 def load_sample(path: str) -> Dict[str, np.ndarray]:
@@ -61,20 +68,25 @@ def load_sample(path: str) -> Dict[str, np.ndarray]:
             arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"synthetic sample file {path} is not a readable npz: {exc}") from None
-    for key, (dtype, ndim) in SCHEMA.items():
+    for key, (dtype, ndim) in {**SCHEMA, **OPTIONAL_SCHEMA}.items():
         if key not in arrays:
+            if key in OPTIONAL_SCHEMA:
+                continue
             raise DataError(f"synthetic sample file {path} has no array '{key}'")
         a = arrays[key]
         if a.dtype != dtype or a.ndim != ndim:
             raise DataError(f"synthetic sample file {path}: '{key}' should be {np.dtype(dtype).name} "
                             f"with {ndim} dimensions, got {a.dtype.name} with shape {a.shape}")
     h, w = arrays["image"].shape[:2]
-    for key in ("depth", "depth_mask", "normals_mask", "instances"):
-        if arrays[key].shape != (h, w):
+    for key in ("depth", "depth_mask", "normals_mask", "instances", "sensor_depth", "sensor_depth_mask",
+                "sensor_normals_mask"):
+        if key in arrays and arrays[key].shape != (h, w):
             raise DataError(f"synthetic sample file {path}: '{key}' has shape {arrays[key].shape}, "
                             f"expected {(h, w)} like the image")
-    if arrays["normals"].shape != (3, h, w) or arrays["image"].shape[2] != 3:
-        raise DataError(f"synthetic sample file {path}: image / normals should be (H, W, 3) / (3, H, W)")
+    if arrays["normals"].shape != (3, h, w) or arrays["image"].shape[2] != 3 or \
+            arrays.get("sensor_normals", arrays["normals"]).shape != (3, h, w):
+        raise DataError(f"synthetic sample file {path}: image / normals / sensor_normals should be "
+                        "(H, W, 3) / (3, H, W) / (3, H, W)")
     if arrays["boxes"].shape != (len(arrays["labels"]), 4):
         raise DataError(f"synthetic sample file {path}: boxes {arrays['boxes'].shape} do not match "
                         f"labels {arrays['labels'].shape}")
@@ -127,14 +139,16 @@ def write_pack(root: str, count: int) -> str:
     folder = os.path.join(root, PACK_DIR)
     os.makedirs(folder, exist_ok=True)
     first = load_sample(sample_path(root, 0)) if count else None
-    stacked = {k: np.empty((count,) + first[k].shape, first[k].dtype) for k in _STACKED} if count else {}
+    keys = _STACKED + tuple(k for k in OPTIONAL_SCHEMA if count and k in first)
+    stacked = {k: np.empty((count,) + first[k].shape, first[k].dtype) for k in keys} if count else {}
     ragged: Dict[str, list] = {k: [] for k in _RAGGED}
     offsets = np.zeros(count + 1, np.int64)
     for i in range(count):
         arrays = first if i == 0 else load_sample(sample_path(root, i))
-        for key in _STACKED:
-            if arrays[key].shape != stacked[key].shape[1:]:
-                raise DataError(f"{sample_path(root, i)}: '{key}' has shape {arrays[key].shape}, "
+        for key in keys:
+            if key not in arrays or arrays[key].shape != stacked[key].shape[1:]:
+                raise DataError(f"{sample_path(root, i)}: '{key}' has shape "
+                                f"{arrays[key].shape if key in arrays else None}, "
                                 f"other samples of the set {stacked[key].shape[1:]}")
             stacked[key][i] = arrays[key]
         for key in _RAGGED:
@@ -160,7 +174,9 @@ class Pack:
         folder = os.path.join(root, PACK_DIR)
         with open(os.path.join(folder, "count.json"), encoding="utf-8") as handle:
             self.count = int(json.load(handle)["count"])
-        keys = _STACKED + _RAGGED + ("offsets",)
+        optional = tuple(k for k in OPTIONAL_SCHEMA if os.path.isfile(os.path.join(folder, f"{k}.npy")))
+        self.stacked = _STACKED + optional
+        keys = self.stacked + _RAGGED + ("offsets",)
         try:
             self.arrays = {k: np.load(os.path.join(folder, f"{k}.npy"), mmap_mode="r") for k in keys}
         except (OSError, ValueError) as exc:
@@ -175,6 +191,6 @@ class Pack:
     def sample(self, index: int) -> Dict[str, np.ndarray]:
         a = self.arrays
         start, stop = int(a["offsets"][index]), int(a["offsets"][index + 1])
-        out = {k: np.array(a[k][index]) for k in _STACKED}
+        out = {k: np.array(a[k][index]) for k in self.stacked}
         out.update({k: np.array(a[k][start:stop]) for k in _RAGGED})
         return out
