@@ -151,6 +151,19 @@ class Backbone(nn.Module):
     def stages(self) -> List[nn.Module]:
         return []
 
+    #: input channels beyond RGB (:meth:`add_input_channels`)
+    extra_input_channels: int = 0
+
+    def add_input_channels(self, count: int) -> None:
+        """Accept ``count`` input channels after the three RGB ones (an RGB-D
+        detector's depth, ``model.measured.early_fusion``): the first layer
+        gets weights for them, initialised to 0 so that the network computes
+        exactly what it computed on RGB alone, and trained even when that
+        layer's stage is frozen. Backbones that cannot refuse with a
+        :class:`ConfigError`."""
+        raise ConfigError(f"model.measured.early_fusion: backbone {type(self).__name__} cannot take "
+                          "input channels beyond RGB")
+
     def train(self, mode: bool = True) -> "Backbone":
         super().train(mode)
         if mode:

@@ -48,7 +48,7 @@ from mtlkit.options import (
     with_defaults,
 )
 from mtlkit.registry import RegistryError, get_registry
-from mtlkit.task import PRIMARY, Task
+from mtlkit.task import PRIMARY, AuxiliaryTask, Task
 from mtlkit.utils.frozen import FrozenDict, freeze, thaw
 
 #: every dataset accepts ``label_subset`` besides its plugin's options
@@ -95,6 +95,12 @@ class ModelSpec:
     #: the ROCK block's options, complete
     block: Options
     weighting: Component
+    #: measured inputs (``model.measured``), complete (both lists empty: none)
+    measured: Options
+    #: tasks the model reads a sensor's measurement of without learning them
+    #: (``measured.early_fusion`` names outside ``tasks``), with their
+    #: plugin's defaults: they turn the measurement into a map
+    sensor_tasks: Mapping[str, Component]
 
 
 @dataclass(frozen=True)
@@ -256,7 +262,37 @@ def _check_model(model: Any) -> Dict[str, Any]:
             _refuse_postprocess_options(options, name, getattr(task_cls, "postprocess_options", ()))
         kept[name] = task_cls.schema().validate(options, f"model.tasks.{name}")
     model["tasks"] = kept
+    if model.get("measured") is not None:
+        model["measured"] = schema.MEASURED.validate(model["measured"], "model.measured")
+        _check_measured_tasks(model)
     return model
+
+
+def _check_measured_tasks(model: Mapping[str, Any]) -> None:
+    """``model.measured`` against the model: the block decodes measurements
+    of the model's own auxiliary tasks, through a fusion that reads decoded
+    maps; every task named can turn its label into a map
+    (:meth:`mtlkit.task.AuxiliaryTask.measured_map`)."""
+    measured, tasks = schema.MEASURED.complete(model["measured"]), model["tasks"]
+    fusion = model.get("fusion") or {SELECTOR: schema.MODEL_COMPONENT_DEFAULTS["fusion"]}
+    fusion_cls = get_registry().get("fusion", selected(fusion, (SELECTOR,))[1])
+    for field in ("block", "early_fusion"):
+        where = f"model.measured.{field}"
+        for name in measured[field]:
+            if field == "block":
+                aux = [n for n in tasks if getattr(get_registry().get("task", n), "role", None) != PRIMARY]
+                if name not in aux:
+                    raise ConfigError(f"{where}: '{name}' is not an auxiliary task of the model "
+                                      f"(its auxiliary tasks: {', '.join(aux) or 'none'})")
+                if not fusion_cls.uses_decoded:
+                    raise ConfigError(f"{where}: the fusion decodes no task map (e.g. 'none', flat MTL), so "
+                                      "a measured map has nowhere to go; use a fusion such as 'residual'")
+            task_cls = lookup("task", name, f"{where}: task '{name}'")
+            if not (isinstance(task_cls, type) and issubclass(task_cls, AuxiliaryTask)
+                    and task_cls.can_be_measured()):
+                raise ConfigError(f"{where}: task '{name}' ({getattr(task_cls, '__name__', task_cls)}) cannot "
+                                  "take a measured input: its plugin does not say how its label becomes a map "
+                                  "(AuxiliaryTask.measured_map)")
 
 
 def _refuse_postprocess_options(options: Mapping[str, Any], task: str, keys: Sequence[str]) -> None:
@@ -345,11 +381,15 @@ def _model_spec(model: Mapping[str, Any], eval_section: Mapping[str, Any]) -> Mo
         if getattr(cls, "role", None) == PRIMARY:
             options = {**options, **{k: eval_section[k] for k in cls.postprocess_options if k in eval_section}}
         tasks[name] = component_spec({SELECTOR: name, **options}, "task", f"model.tasks.{name}")
+    measured = schema.MEASURED.complete(model.get("measured"))
+    sensor_tasks = {name: component_spec({SELECTOR: name}, "task", f"model.measured.early_fusion.{name}")
+                    for name in measured["early_fusion"] if name not in tasks}
     return ModelSpec(
         backbone=component_spec(model["backbone"], "backbone", "model.backbone")
         if model.get("backbone") is not None else None,
         tasks=FrozenDict(tasks), fusion=chosen("fusion"), weighting=chosen("weighting"),
-        block=schema.BLOCK.complete(model.get("block")))
+        block=schema.BLOCK.complete(model.get("block")),
+        measured=measured, sensor_tasks=FrozenDict(sensor_tasks))
 
 
 def resolve_config(cfg: Mapping[str, Any]) -> ResolvedConfig:

@@ -10,7 +10,8 @@ type.
 
 * ``model``: which plugins (:data:`MODEL_KEYS`; the default fusion and
   weighting: :data:`MODEL_COMPONENT_DEFAULTS`) and the ROCK block's options
-  (:data:`BLOCK`). A plugin's own options are its class's ``defaults``.
+  (:data:`BLOCK`), measured inputs (:data:`MEASURED`). A plugin's own
+  options are its class's ``defaults``.
 * ``data``: :data:`DATA`, its ``augment`` section (:data:`AUGMENT`) and a
   split's ``label_subset`` (:data:`LABEL_SUBSET`); a split's other options
   are its dataset plugin's.
@@ -56,9 +57,38 @@ BLOCK_CHOICES: Dict[str, Any] = {
 BLOCK_RANGES: Dict[str, str] = {"channels": ">= 1", "plain_hidden": ">= 0", "shared_channels": ">= 0"}
 BLOCK = Schema(BLOCK_DEFAULTS, BLOCK_CHOICES, BLOCK_RANGES)
 
+
+def _check_measured(options: Dict[str, Any], where: str) -> None:
+    for field in ("block", "early_fusion"):
+        names = options[field]
+        if not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"{where}.{field}: expected a list of task names, got {names!r}")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{where}.{field}: a task is listed twice: {names}")
+
+
+#: options of measured inputs (``model.measured``; :mod:`mtlkit.models.measured`
+#: documents them): which tasks' sensor maps the ROCK block decodes
+#: (``block``) or the backbone reads beside RGB (``early_fusion``), the
+#: per-sample probability of using them in training, and how the block reads them.
+#: Both lists empty (the default): nothing is built, the model is the plain one.
+MEASURED_DEFAULTS: Dict[str, Any] = {
+    "block": [],
+    "early_fusion": [],
+    "p_train": 1.0,
+    "mode": "replace",
+    "encoder": "resize",
+    "encoder_channels": 32,
+    "early_fusion_mean": 0.0,
+    "early_fusion_std": 1.0,
+}
+MEASURED_CHOICES: Dict[str, Any] = {"encoder": ("resize", "conv"), "mode": ("replace", "beside")}
+MEASURED_RANGES: Dict[str, str] = {"p_train": "[0, 1]", "encoder_channels": ">= 1", "early_fusion_std": "> 0"}
+MEASURED = Schema(MEASURED_DEFAULTS, MEASURED_CHOICES, MEASURED_RANGES, check=_check_measured)
+
 #: the keys of the model section (components are checked by their plugins)
 MODEL_KEYS: Dict[str, Any] = {"backbone": None, "fusion": None, "weighting": None, "tasks": {},
-                              "block": BLOCK_DEFAULTS}
+                              "block": BLOCK_DEFAULTS, "measured": MEASURED_DEFAULTS}
 
 # -- data -----------------------------------------------------------------------------
 DATA_SPLITS = ("train", "val", "test")

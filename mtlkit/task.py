@@ -35,6 +35,12 @@ COMMON_DEFAULTS: Dict[str, Any] = {"weight": 1.0}
 #: ranges of options every task that has them shares
 COMMON_RANGES: Dict[str, str] = {"num_classes": ">= 1", "weight": ">= 0"}
 
+#: prefix of the batch keys holding a sensor's measurement of a modality, in
+#: the format of the label: ``sensor_depth`` / ``sensor_depth_mask`` beside
+#: ``depth`` / ``depth_mask``, ``has["sensor_depth"]`` beside ``has["depth"]``
+#: (:func:`sensor_view`, :meth:`AuxiliaryTask.measured_map`)
+SENSOR_PREFIX = "sensor_"
+
 
 class Task(abc.ABC):
     """Base class of every task plugin.
@@ -227,6 +233,31 @@ class AuxiliaryTask(Task):
         the spatial mean, normals L2-normalise)."""
         return maps
 
+    # -- measured inputs (docs/models.md, "Measured modalities") ---------------
+    def measured_map(self, batch: Mapping[str, Any], size: Optional[Tuple[int, int]],
+                     device: Optional[torch.device] = None
+                     ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """This task's label in ``batch`` as a map the block can decode in place
+        of the prediction (a sensor's measurement of the modality, given in the
+        label's format: ``batch`` is a :func:`sensor_view`).
+
+        :param size: (h, w) of the map, or None for the size of the label itself.
+        :returns: ``(map (B, k, h, w) float, valid (B, 1, h, w) bool)`` with
+            ``k = out_channels`` in the units intensive pooling averages (what
+            :meth:`readout` reads: log-depth for depth, unit vectors for normals,
+            logits for the scene), ``valid`` False where the sample lacks the
+            label (``has``) or the pixel is masked; or None when ``batch``
+            carries no such label at all.
+
+        A task that can be measured overrides this; the base class cannot
+        (:meth:`can_be_measured` is False and a config asking for it is refused)."""
+        raise NotImplementedError(f"task '{self.name}' ({type(self).__name__}) has no measured input")
+
+    @classmethod
+    def can_be_measured(cls) -> bool:
+        """Whether the task turns its label into a map (:meth:`measured_map`)."""
+        return cls.measured_map is not AuxiliaryTask.measured_map
+
     def build_plain_head(self, in_channels: int, hidden: int) -> nn.Module:
         """Flat-MTL head: features (B, in_channels, h, w) -> (B, k, h, w).
 
@@ -271,6 +302,26 @@ def labelled(batch: Mapping[str, Any], task: str, batch_size: int, derived_from:
                         f"labelled but the batch has no {key!r}: the dataset must give each labelled "
                         f"sample its {key!r} (or mark it has[{task!r}] = False)")
     return flags
+
+
+def sensor_view(batch: Mapping[str, Any], keys: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """The sensor's measurements of a batch in the format of its labels: every
+    ``sensor_<key>`` as ``<key>`` (``keys``: only those label keys), ``has``
+    entries ``sensor_<task>`` as ``<task>``, and ``image`` (for its size).
+    A task's :meth:`AuxiliaryTask.measured_map` reads this view exactly as
+    its loss reads the labels."""
+    view: Dict[str, Any] = {}
+    for key, value in batch.items():
+        if isinstance(key, str) and key.startswith(SENSOR_PREFIX):
+            name = key[len(SENSOR_PREFIX):]
+            if keys is None or name in keys:
+                view[name] = value
+    has = batch.get("has") or {}
+    view["has"] = {k[len(SENSOR_PREFIX):]: v for k, v in has.items()
+                   if isinstance(k, str) and k.startswith(SENSOR_PREFIX)}
+    if "image" in batch:
+        view["image"] = batch["image"]
+    return view
 
 
 def zero_loss(prediction: torch.Tensor) -> torch.Tensor:

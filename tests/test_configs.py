@@ -16,6 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*", "*.yaml")))
 VARIANTS = ["ssd", "flat_mtl", "intensive_pooling", "rock", "rock_concat", "rock_gated", "rock_light",
             "rock_depth_only", "rock_aux30"]
+#: rows of the synthetic folder only: they read the simulated sensor's maps (tests/test_measured.py)
+RGBD_VARIANTS = ["ssd_rgbd", "rock_measured"]
 
 
 def load(path, overrides=()):
@@ -28,9 +30,9 @@ def load(path, overrides=()):
 
 
 def test_both_folders_have_every_variant():
-    for folder in ("nyuv2", "synthetic"):
+    for folder, extra in (("nyuv2", []), ("synthetic", RGBD_VARIANTS)):
         names = {os.path.basename(p)[:-5] for p in CONFIGS if os.sep + folder + os.sep in p}
-        assert names == set(VARIANTS), folder
+        assert names == set(VARIANTS + extra), folder
 
 
 def test_nyuv2_paper_setting():
@@ -165,3 +167,32 @@ def test_build_model_from_a_path():
     model = build_model(os.path.join(ROOT, "configs", "synthetic", "rock_light.yaml"))
     assert model.block.shared_decoder is not None and model.block.options["channels"] == 64
     assert model.tasks["scene"].options["num_classes"] == 6
+
+
+@pytest.mark.parametrize("variant", RGBD_VARIANTS)
+def test_synthetic_rgbd_config_trains_a_step_with_a_sensor(variant):
+    """The RGB-D rows: the sensor on every split, their measured inputs, one step."""
+    from mtlkit.models.measured import measured_inputs
+
+    cfg = load(os.path.join(ROOT, "configs", "synthetic", f"{variant}.yaml"))
+    assert all(cfg["data"][s]["sensor"] == "kinect" for s in ("train", "val", "test"))
+    model = build_model(cfg)
+    if variant == "ssd_rgbd":
+        _structure(model, "ssd")
+        assert list(model.early_fusion.tasks) == ["depth"] and model.backbone.extra_input_channels == 1
+    else:
+        _structure(model, "rock")
+        assert list(model.block.measured.tasks) == ["depth", "normals"] and model.early_fusion is None
+    model.train()
+    b, size = 2, 64
+    batch = {"image": torch.rand(b, 3, size, size),
+             "boxes": [torch.tensor([[4.0, 4.0, 40.0, 50.0]]), torch.zeros(0, 4)],
+             "labels": [torch.tensor([1]), torch.zeros(0, dtype=torch.int64)],
+             "scene": torch.tensor([0, 1]), "depth": torch.rand(b, 1, size, size) * 4 + 0.5,
+             "normals": torch.nn.functional.normalize(torch.randn(b, 3, size, size), dim=1)}
+    batch.update(sensor_depth=batch["depth"], sensor_normals=batch["normals"],
+                 has={"sensor_depth": torch.tensor([True, False]), "sensor_normals": torch.tensor([True, True])})
+    out = model(batch["image"], **measured_inputs(model, batch))
+    total, _ = model.weighting(model.losses(out, batch))
+    total.backward()
+    assert torch.isfinite(total)

@@ -98,3 +98,30 @@ def test_pip_install_editable_and_uninstall():
     finally:
         subprocess.run(pip + ["uninstall", "-y", "mtlkit-contours"], check=True,
                        capture_output=True, env=env)
+
+
+def test_centres_can_be_measured_and_decoded_by_the_block(installed_example):
+    """The example says how its label becomes a map (measured_map): boxes given
+    as a measurement reach its decoder in place of the prediction."""
+    from mtlkit.models.measured import measured_inputs
+
+    cfg = load_config(os.path.join(ROOT, "configs", "synthetic", "rock.yaml"),
+                      ["model.tasks.centres={weight: 0.5}", "model.measured={block: [centres]}"],
+                      validate=False)
+    model = build_model(validate_config({k: v for k, v in cfg.items() if k != "data"})).eval()
+    task = model.tasks["centres"]
+    assert task.can_be_measured()
+    images = torch.rand(2, 3, 64, 64)
+    boxes = [torch.tensor([[8.0, 8.0, 40.0, 40.0]]), torch.zeros(0, 4)]
+    logits, valid = task.measured_map({"image": images, "boxes": boxes, "has": {}}, (4, 4), None)
+    assert logits.shape == (2, 1, 4, 4) and valid.all()
+    assert torch.allclose(torch.sigmoid(logits), task.targets({"image": images, "boxes": boxes}, (4, 4),
+                                                              None).clamp(0.01, 0.99))
+    view = {"image": images, "boxes": boxes, "has": {}}
+    moved = [torch.tensor([[30.0, 30.0, 60.0, 60.0]]), torch.zeros(0, 4)]
+    with torch.no_grad():
+        a = model(images, sensor=view)["detection"]["conf"]
+        b = model(images, sensor=dict(view, boxes=moved))["detection"]["conf"]
+        c = model(images)["detection"]["conf"]
+    assert not torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and not torch.equal(a, c)
+    assert measured_inputs(model, {"image": images})["sensor"]["image"] is images

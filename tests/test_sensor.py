@@ -220,3 +220,13 @@ def test_cache_and_pack_keep_the_sensor_maps(tmp_path):
     write_pack(str(tmp_path / "plain"), 2)
     assert "sensor_depth" not in Pack(str(tmp_path / "plain")).sample(0)
     assert "sensor_depth" not in SyntheticRooms(root=str(tmp_path / "plain"))[0]
+
+
+def test_ideal_preset_measures_the_exact_depth_except_through_openings():
+    exact = generate_sample(7, "train", 0, make_options(SIZE))
+    ideal = generate_sample(7, "train", 0, make_options(SIZE, sensor="ideal"))
+    mask = ideal["sensor_depth_mask"]
+    assert np.array_equal(ideal["sensor_depth"][mask], exact["depth"][mask])
+    assert mask.mean() > 0.8
+    kinect = generate_sample(7, "train", 0, make_options(SIZE, sensor="kinect"))
+    assert mask.mean() > kinect["sensor_depth_mask"].mean()

@@ -1,4 +1,4 @@
-"""``mtlkit detect CONFIG --checkpoint PATH IMAGES... --out DIR [--json] [-o key=value ...]``
+"""``mtlkit detect CONFIG --checkpoint PATH IMAGES... --out DIR [--json] [--measured TASK ...] [-o key=value ...]``
 
 Runs a trained model on image files, folders or glob patterns. Each image is
 resized to the config's ``data.image_size`` for the network; boxes are mapped
@@ -18,6 +18,14 @@ model is built. ``--out`` may not be a folder of the input images, and a file
 of ``--out`` that an earlier ``mtlkit detect`` did not write is never
 replaced (:mod:`mtlkit.utils.outdir`); a second process into the same
 ``--out`` is refused while the first runs (:mod:`mtlkit.utils.runlock`).
+
+With ``--measured depth [normals]`` (a model with ``model.measured``), each
+image's depth is read from a file beside it, ``NAME.depth.png`` (16-bit,
+millimetres, 0 = no measurement, the Kinect / NYUv2 convention) or
+``NAME.depth.npy`` (float metres, 0 or NaN = none), of the image's size;
+normals are computed from it (``--intrinsics FX FY CX CY`` in its pixels,
+default NYUv2's scaled to its size). An image without a depth file is
+processed on the model's predictions alone (the line printed says which).
 """
 
 from __future__ import annotations
@@ -34,20 +42,25 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from mtlkit import viz
-from mtlkit.commands._common import add_config_arguments
+from mtlkit.commands._common import add_config_arguments, add_measured_argument, measured_names
 from mtlkit.config import run_config
+from mtlkit.data import collate
+from mtlkit.data.geometry import normals_from_depth, nyu_intrinsics
 from mtlkit.data.images import open_checked, probe_image
 from mtlkit.data.transforms import Resize
 from mtlkit.engine.evaluator import build_eval_model
 from mtlkit.engine.logger import write_json
-from mtlkit.engine.runtime import select_device
+from mtlkit.engine.runtime import move_to, select_device
 from mtlkit.errors import DataError, MtlkitError
+from mtlkit.models.measured import measured_inputs
 from mtlkit.utils.io import check_out_dir
 from mtlkit.utils.outdir import claim
 from mtlkit.utils.paths import kind_of, not_a_file
 from mtlkit.utils.runlock import RunLock
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+#: depth files beside an image NAME.ext, in the order they are looked for
+DEPTH_SUFFIXES = (".depth.png", ".depth.npy")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,17 +74,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep boxes scoring at least this (default: the detection task's "
                              "vis_score_threshold for pictures, eval.score_threshold for JSON)")
     parser.add_argument("--batch-size", type=int, default=4)
+    add_measured_argument(parser)
+    parser.add_argument("--intrinsics", type=float, nargs=4, default=None, metavar=("FX", "FY", "CX", "CY"),
+                        help="camera intrinsics of the depth files, in their pixels, for normals from "
+                             "depth (default: NYUv2's scaled to the depth map's size)")
+
+
+def _is_image(path: str) -> bool:
+    name = path.lower()
+    return name.endswith(IMAGE_EXTENSIONS) and not name.endswith(DEPTH_SUFFIXES)
 
 
 def find_images(specs: Sequence[str]) -> List[str]:
     """Files, folders (their image files, sorted) and glob patterns -> image
-    paths, in the order given, without duplicates."""
+    paths, in the order given, without duplicates. Depth files
+    (``*.depth.png``) in a folder or pattern are not images."""
     found: List[str] = []
     for spec in specs:
         kind = kind_of(spec)
         if kind == "folder":
             matches = sorted(os.path.join(spec, f) for f in os.listdir(spec)
-                             if f.lower().endswith(IMAGE_EXTENSIONS))
+                             if _is_image(f))
             if not matches:
                 raise DataError(f"{spec}: no image files in this folder "
                                 f"(looked for {', '.join(IMAGE_EXTENSIONS)})")
@@ -79,7 +102,7 @@ def find_images(specs: Sequence[str]) -> List[str]:
             matches = [spec]
         elif kind == "missing" and glob.has_magic(spec):
             matches = sorted(p for p in glob.glob(spec, recursive=True)
-                             if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTENSIONS))
+                             if os.path.isfile(p) and _is_image(p))
             if not matches:
                 raise DataError(f"{spec}: the pattern matches no image file")
         elif kind == "missing":
@@ -120,6 +143,64 @@ def load_image(path: str) -> torch.Tensor:
     finally:
         img.close()
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
+
+
+def depth_file(image_path: str) -> Optional[str]:
+    """The depth file beside an image (:data:`DEPTH_SUFFIXES`), or None."""
+    stem = os.path.splitext(image_path)[0]
+    for suffix in DEPTH_SUFFIXES:
+        if os.path.isfile(stem + suffix):
+            return stem + suffix
+    return None
+
+
+def load_depth(path: str, size: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
+    """A depth file -> (depth (H, W) float32 metres, 0 where unknown; valid (H, W) bool).
+
+    ``.depth.png``: a 16-bit grey PNG in millimetres; ``.depth.npy``: float
+    metres. 0, NaN and negative values are holes. The map must have ``size``
+    (the image's upright (H, W)); a PNG is turned upright by its EXIF
+    orientation like the image."""
+    try:
+        if path.endswith(".npy"):
+            depth = np.load(path, allow_pickle=False).astype(np.float64)
+        else:
+            img = open_checked(path)
+            try:
+                if img.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+                    raise DataError(f"{path}: a depth PNG must be 16-bit grey in millimetres, got mode {img.mode}")
+                depth = np.asarray(img, dtype=np.float64) / 1000.0
+            finally:
+                img.close()
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read the depth file ({exc})") from None
+    if depth.ndim == 3 and depth.shape[-1] == 1:
+        depth = depth[..., 0]
+    if depth.ndim != 2 or depth.shape != tuple(size):
+        raise DataError(f"{path}: the depth map has shape {depth.shape}, expected {tuple(size)} like its image")
+    valid = np.isfinite(depth) & (depth > 0)
+    return np.where(valid, depth, 0.0).astype(np.float32), valid
+
+
+def sensor_sample(image: torch.Tensor, path: Optional[str], intrinsics: Optional[Sequence[float]]
+                  ) -> Dict[str, Any]:
+    """An image and its depth file (or None) -> a sample with the ``sensor_*``
+    maps of docs/data.md (normals computed from the depth), at the image's size."""
+    sample: Dict[str, Any] = {"image": image, "has": {}}
+    if path is None:
+        return sample
+    h, w = int(image.shape[-2]), int(image.shape[-1])
+    depth, valid = load_depth(path, (h, w))
+    fx, fy, cx, cy = intrinsics if intrinsics is not None else nyu_intrinsics(h, w)
+    normals, normals_valid = normals_from_depth(depth, fx, fy, cx, cy, step=max(1, round(w / 160)))
+    sample.update({
+        "sensor_depth": torch.from_numpy(depth)[None],
+        "sensor_depth_mask": torch.from_numpy(valid)[None],
+        "sensor_normals": torch.from_numpy(np.ascontiguousarray(normals.transpose(2, 0, 1))),
+        "sensor_normals_mask": torch.from_numpy(normals_valid)[None],
+    })
+    sample["has"].update({"sensor_depth": True, "sensor_normals": True})
+    return sample
 
 
 def check_images(paths: Sequence[str]) -> None:
@@ -212,6 +293,18 @@ def _detect(args: argparse.Namespace, paths: List[str]) -> int:
     model, meta = build_eval_model(cfg, args.checkpoint, device)
     image_size = cfg.data_spec.image_size
     class_names = meta.get("classes")  # the data's, for a task without names of its own
+    measured = measured_names(args.measured)
+    measured_inputs(model, {}, measured)  # refuses a modality the model does not read, before any output
+    depth_files = {p: depth_file(p) for p in paths} if measured else {}
+    for path, depth_path in depth_files.items():  # every depth file read before anything is written
+        if depth_path is not None:
+            info = probe_image(path)
+            load_depth(depth_path, (info.height, info.width))
+    without = [p for p in paths if measured and depth_files[p] is None]
+    if without:
+        print(f"mtlkit detect: no depth file beside {len(without)} of {len(paths)} image(s) (e.g. "
+              f"{without[0]}: looked for {', '.join(os.path.splitext(without[0])[0] + s for s in DEPTH_SUFFIXES)}); "
+              "those use the model's predictions instead", file=sys.stderr)
     names = _unique_names(paths)
     # the last check: never replace a file of --out that an earlier detect did not write
     claim(args.out, [f"{n}.png" for n in names] + ["predictions.json"], "detect")
@@ -220,10 +313,16 @@ def _detect(args: argparse.Namespace, paths: List[str]) -> int:
     for start in range(0, len(paths), args.batch_size):
         chunk = paths[start:start + args.batch_size]
         originals = [load_image(p) for p in chunk]
-        inputs = torch.stack([resize_image(im, image_size) for im in originals]).to(device)
+        if measured:
+            batch = _sensor_batch(originals, [depth_files[p] for p in chunk], image_size, args.intrinsics)
+            inputs = batch["image"].to(device)
+            extra = measured_inputs(model, move_to(batch, device), measured)
+        else:
+            inputs = torch.stack([resize_image(im, image_size) for im in originals]).to(device)
+            extra = measured_inputs(model, {}, [])
         net_size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
         with torch.no_grad():
-            preds = model.postprocess(model(inputs), net_size)
+            preds = model.postprocess(model(inputs, **extra), net_size)
         preds = {k: _to_cpu(v) for k, v in preds.items()}
         sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in originals]
         for name, task in model.tasks.items():  # e.g. boxes -> original pixels
@@ -243,6 +342,18 @@ def _detect(args: argparse.Namespace, paths: List[str]) -> int:
         print(f"{len(paths)} image(s): pictures and predictions.json written to {args.out}",
               file=sys.stderr)
     return 0
+
+
+def _sensor_batch(originals: Sequence[torch.Tensor], depth_paths: Sequence[Optional[str]],
+                  image_size: Optional[Sequence[int]], intrinsics: Optional[Sequence[float]]) -> Dict[str, Any]:
+    """The network inputs of a chunk with their sensor maps: each image and its
+    depth (normals from it) resized together by the evaluation transform, then
+    collated (an image without a depth file has ``has[sensor_*]`` False)."""
+    samples = []
+    for image, path in zip(originals, depth_paths):
+        sample = sensor_sample(image, path, intrinsics)
+        samples.append(Resize(image_size)(sample) if image_size is not None else sample)
+    return collate(samples)
 
 
 def _to_cpu(value: Any) -> Any:

@@ -8,7 +8,8 @@ per (seed, epoch, index)).
 
 *Spatial maps* are the tensors of a sample of shape (C, H, W) with the
 image's (H, W): ``image``, ``depth``, ``depth_mask``, ``normals``,
-``normals_mask`` and any map a plugin task adds. They are moved together:
+``normals_mask``, a sensor's ``sensor_*`` maps and any map a plugin task
+adds. They are moved together:
 
 * ``image`` is interpolated bilinearly and filled with the mean colour;
 * unit-vector fields (the keys a task declares ``"vector"`` in its
@@ -37,6 +38,7 @@ from mtlkit.errors import ConfigError
 from mtlkit.ops.reference import box_iou  # noqa: F401 - the crop's IoU (pure PyTorch, any backend)
 from mtlkit.registry import get_registry
 from mtlkit.schema import AUGMENT, AUGMENT_DEFAULTS  # noqa: F401 - AUGMENT_DEFAULTS also imported from here
+from mtlkit.task import SENSOR_PREFIX
 
 Sample = Dict[str, Any]
 
@@ -55,7 +57,9 @@ def spatial_keys(sample: Sample) -> List[str]:
 def vector_keys() -> FrozenSet[str]:
     """Batch keys of unit-vector fields (x negated by a flip, renormalised
     after a resize), as the registered tasks declare them
-    (:attr:`mtlkit.task.Task.map_kinds`, e.g. ``{"normals": "vector"}``)."""
+    (:attr:`mtlkit.task.Task.map_kinds`, e.g. ``{"normals": "vector"}``),
+    and the same keys of a sensor's measurement (``sensor_normals``,
+    :data:`mtlkit.task.SENSOR_PREFIX`)."""
     registry = get_registry()
     cached = _VECTOR_KEYS.get(id(registry))
     if cached is None:
@@ -63,6 +67,7 @@ def vector_keys() -> FrozenSet[str]:
         for name in registry.names("task"):
             kinds = getattr(registry.get("task", name), "map_kinds", None) or {}
             keys.update(k for k, kind in kinds.items() if kind == "vector")
+        keys.update([SENSOR_PREFIX + k for k in keys])
         cached = _VECTOR_KEYS[id(registry)] = frozenset(keys)
     return cached
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -48,6 +48,7 @@ from mtlkit.engine.runtime import (
 )
 from mtlkit.errors import ConfigError
 from mtlkit.models.compose import build_model
+from mtlkit.models.measured import check_sensor_data, measured_inputs
 from mtlkit.utils.io import check_out_dir
 from mtlkit.utils.outdir import OutputExists, claim, conflicts
 from mtlkit.utils.runlock import RunLock
@@ -61,10 +62,17 @@ def _eval_autocast(device: torch.device, amp_dtype: Optional[torch.dtype]):
 @torch.no_grad()
 def evaluate_model(model: nn.Module, dataset, batch_size: int, collate_fn, device: torch.device,
                    num_workers: int = 0, export_detections: bool = False,
-                   amp_dtype: Optional[torch.dtype] = None) -> Tuple[Dict[str, Dict[str, float]],
-                                                                    Dict[str, Any],
-                                                                    List[Dict[str, Any]]]:
+                   amp_dtype: Optional[torch.dtype] = None,
+                   measured: Optional[Sequence[str]] = None) -> Tuple[Dict[str, Dict[str, float]],
+                                                                     Dict[str, Any],
+                                                                     List[Dict[str, Any]]]:
     """Evaluate ``model`` (a ``MultiTaskModel``, not DDP-wrapped) on ``dataset``.
+
+    ``measured``: the measured modalities the model reads from the data's
+    sensor (:func:`mtlkit.models.measured.measured_inputs`): None every one
+    its ``model.measured`` names (the trainer's evaluation), ``[]`` none (the
+    model without its sensor). A requested modality the data lacks is a
+    :class:`~mtlkit.errors.DataError`.
 
     Under DDP each rank evaluates its share (:func:`mtlkit.engine.data.eval_loader`)
     and the metric objects are gathered with ``all_gather_object`` and merged.
@@ -75,6 +83,7 @@ def evaluate_model(model: nn.Module, dataset, batch_size: int, collate_fn, devic
         (:meth:`mtlkit.task.Task.results`, e.g. COCO results) of every rank, or
         ``None`` unless ``export_detections`` and the primary task writes some.
     """
+    check_sensor_data(model, dataset, "evaluation", measured)
     was_training = model.training
     model.eval()
     metrics: Dict[str, Any] = {}
@@ -93,8 +102,9 @@ def evaluate_model(model: nn.Module, dataset, batch_size: int, collate_fn, devic
             batch = move_to(batch, device, non_blocking=True)
             images = batch["image"]
             image_size = (int(images.shape[-2]), int(images.shape[-1]))
+            inputs = measured_inputs(model, batch, measured)
             with _eval_autocast(device, amp_dtype):
-                outputs = model(images)
+                outputs = model(images, **inputs)
             preds = model.postprocess(outputs, image_size)
             for name, metric in metrics.items():
                 if name in preds:
@@ -169,7 +179,8 @@ def build_eval_model(cfg: ResolvedConfig, checkpoint: Optional[str], device: tor
 def evaluate(cfg: Any, checkpoint: Optional[str], out_dir: Optional[str] = None,
              overrides: List[str] = (), split: Optional[str] = None, model: Optional[nn.Module] = None,
              dataset: Any = None, collate_fn=None, plots: bool = True,
-             use_ema: Optional[bool] = None) -> Dict[str, Dict[str, float]]:
+             use_ema: Optional[bool] = None,
+             measured: Optional[Sequence[str]] = ()) -> Dict[str, Dict[str, float]]:
     """Evaluate a checkpoint on the config's ``data.<eval.split>``.
 
     :param cfg: the resolved config, or a config path or dict (``overrides``
@@ -183,6 +194,9 @@ def evaluate(cfg: Any, checkpoint: Optional[str], out_dir: Optional[str] = None,
         evaluation starts.
     :param use_ema: ``False`` evaluates the raw weights of a checkpoint that
         also holds EMA weights (default: the EMA weights when present).
+    :param measured: the measured modalities to read from the data's sensor
+        (default none: the model without its sensor; None: every one the
+        model's ``model.measured`` names; see :func:`evaluate_model`).
     :returns: task -> metric name -> value.
     """
     cfg = run_config(cfg, overrides)
@@ -210,7 +224,8 @@ def evaluate(cfg: Any, checkpoint: Optional[str], out_dir: Optional[str] = None,
         batch_size, workers = eval_loader_settings(cfg)
         values, metrics, detections = evaluate_model(
             model, dataset, batch_size, collate_fn, device, workers,
-            export_detections=out_dir is not None and bool(cfg["eval"]["export_detections"]), amp_dtype=amp)
+            export_detections=out_dir is not None and bool(cfg["eval"]["export_detections"]), amp_dtype=amp,
+            measured=measured)
         if out_dir is not None and dist.is_main():
             claim(out_dir, EVAL_OUTPUTS, "eval")
             classes = dataset_attr(dataset, "classes") or meta.get("classes")

@@ -37,6 +37,7 @@ from mtlkit.engine.precision import autocast, to_memory_format
 from mtlkit.engine.runtime import move_to
 from mtlkit.engine.state import RunState
 from mtlkit.errors import TrainingDiverged
+from mtlkit.models.measured import measured_inputs
 
 
 @dataclass
@@ -145,8 +146,11 @@ class TrainStep:
 
     def forward(self, state: RunState, batch: Dict[str, Any]) -> Losses:
         """The losses of one micro-batch (called under autocast): the model's
-        per-task losses and its weighting's total."""
-        outputs = state.model(to_memory_format(batch["image"], state.channels_last))
+        per-task losses and its weighting's total. A model with measured
+        inputs (``model.measured``) also reads the batch's sensor maps
+        (:func:`mtlkit.models.measured.measured_inputs`; none: the plain call)."""
+        outputs = state.model(to_memory_format(batch["image"], state.channels_last),
+                              **measured_inputs(state.core, batch))
         tasks = state.core.losses(outputs, batch)
         total, weights = state.core.weighting(tasks)
         return Losses(tasks=tasks, total=total, weights=weights)

@@ -77,6 +77,7 @@ from mtlkit.engine.state import FAILED, FINISHED, RUNNING, STOPPED, RunState
 from mtlkit.engine.step import TrainStep
 from mtlkit.errors import RunExists, TrainingDiverged  # noqa: F401 - also imported from here
 from mtlkit.models.compose import build_model
+from mtlkit.models.measured import check_sensor_data
 from mtlkit.utils.io import check_out_dir, make_out_dir, plain
 from mtlkit.utils.outdir import adopt, check_claim, claim, written
 from mtlkit.utils.runlock import RunLock
@@ -449,6 +450,7 @@ class Trainer:
         state = self.state
         meta = (ckpt.get("meta") or {}) if ckpt is not None else {}
         check_classes(core, state.train_dataset, state.val_dataset, meta.get("classes"), meta.get("scenes"))
+        check_sensor_data(core, state.train_dataset, "train")
         if not dist.is_main():
             return
         make_out_dir(self.out_dir)

@@ -14,6 +14,7 @@ input image size.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -28,6 +29,11 @@ from mtlkit.viz import colorize_depth, colorize_normals, text_panel
 
 def _select(prediction: Any, index: int) -> torch.Tensor:
     return prediction[index].detach().float().cpu()
+
+
+def _label_size(batch: Dict[str, Any], key: str, size: Optional[Tuple[int, int]]) -> Tuple[int, int]:
+    """``size``, or the (H, W) of the batch's ``key`` map."""
+    return tuple(size) if size is not None else tuple(batch[key].shape[-2:])
 
 
 class SceneTask(AuxiliaryTask):
@@ -63,6 +69,26 @@ class SceneTask(AuxiliaryTask):
             return zero_loss(prediction)
         target = check_class_labels("scene", batch["scene"], prediction.shape[1], prediction.shape[0], keep)
         return F.cross_entropy(prediction[keep].float(), target.to(prediction.device)[keep])
+
+    def measured_map(self, batch: Dict[str, Any], size: Optional[Tuple[int, int]],
+                     device: Optional[torch.device] = None
+                     ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """A known scene label as a constant map of confident logits: log 0.9
+        for the label, log(0.1 / (S - 1)) for the other classes, (B, S, h, w)
+        (``size`` None: the image's size); valid where ``has``."""
+        if "scene" not in batch:
+            return None
+        labels = torch.as_tensor(batch["scene"], device=device).long().reshape(-1)
+        if size is None:
+            size = tuple(batch["image"].shape[-2:]) if "image" in batch else (1, 1)
+        h, w = size
+        s = self.out_channels
+        off = math.log(0.1 / max(s - 1, 1))
+        logits = torch.full((len(labels), s), off, device=device)
+        logits[torch.arange(len(labels), device=device), labels.clamp(0, s - 1)] = math.log(0.9)
+        keep = self.sample_mask(batch, len(labels), device) & (labels >= 0) & (labels < s)
+        return (logits.view(-1, s, 1, 1).expand(-1, s, h, w).contiguous(),
+                keep.view(-1, 1, 1, 1).expand(-1, 1, h, w).contiguous())
 
     def postprocess(self, prediction: torch.Tensor, image_size: Tuple[int, int]) -> torch.Tensor:
         """(B, S) logits -> (B, S) probabilities."""
@@ -136,6 +162,18 @@ class DepthTask(AuxiliaryTask):
         # where, not a product: a NaN depth (invalid, like a negative one) must not make a NaN target
         log_depth = torch.where(valid, torch.log(depth.clamp_min(float(self.options["min_depth"]))), 0.0)
         return downsample_masked(log_depth, valid, size)
+
+    def measured_map(self, batch: Dict[str, Any], size: Optional[Tuple[int, int]],
+                     device: Optional[torch.device] = None
+                     ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """Measured depth as log-depth (B, 1, h, w), averaged over the valid
+        pixels of each cell (:meth:`targets`); holes, masked pixels and samples
+        without ``has`` are invalid."""
+        if "depth" not in batch:
+            return None
+        log_depth, valid = self.targets(batch, _label_size(batch, "depth", size), device)
+        keep = self.sample_mask(batch, log_depth.shape[0], log_depth.device)
+        return log_depth, valid & keep.view(-1, 1, 1, 1)
 
     def loss(self, prediction: torch.Tensor, batch: Dict[str, Any]) -> torch.Tensor:
         keep = self.sample_mask(batch, prediction.shape[0], prediction.device)
@@ -226,6 +264,18 @@ class NormalsTask(AuxiliaryTask):
         norm = (pooled * pooled).sum(dim=1, keepdim=True).sqrt()
         valid &= norm > 1e-6
         return pooled / norm.clamp_min(1e-6), valid
+
+    def measured_map(self, batch: Dict[str, Any], size: Optional[Tuple[int, int]],
+                     device: Optional[torch.device] = None
+                     ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """Measured normals (B, 3, h, w), averaged over the valid pixels of each
+        cell and renormalised (:meth:`targets`); 0 and invalid elsewhere."""
+        if "normals" not in batch:
+            return None
+        normals, valid = self.targets(batch, _label_size(batch, "normals", size), device)
+        keep = self.sample_mask(batch, normals.shape[0], normals.device)
+        valid = valid & keep.view(-1, 1, 1, 1)
+        return normals * valid, valid
 
     def loss(self, prediction: torch.Tensor, batch: Dict[str, Any]) -> torch.Tensor:
         keep = self.sample_mask(batch, prediction.shape[0], prediction.device)

@@ -12,6 +12,7 @@ dict or its ``model`` section (resolved first). The model section::
         detection: {num_classes: 19}
         scene: {num_classes: 27}
       weighting: fixed                     # weighting plugin (or {name: ..., <options>})
+      measured: {block: [depth], ...}      # measured inputs (mtlkit.models.measured), optional
 
 No auxiliary task: no ROCK block (plain SSD). The ``eval`` section sets the
 primary task's post-processing options (those it names in
@@ -27,6 +28,7 @@ task, fusion or backbone: it reaches them through the registry.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -36,6 +38,8 @@ from torch import nn
 from mtlkit.config import as_resolved
 from mtlkit.errors import ConfigError
 from mtlkit.models.inputs import InputError, check_images
+from mtlkit.models.measured import (EarlyFusion, MeasuredBlockInput, draw_present, measured_tasks,
+                                    stages_for_stride)
 from mtlkit.models.rock import RockBlock
 from mtlkit.resolved import ModelSpec, check_postprocess_options
 from mtlkit.task import PRIMARY, AuxiliaryTask, Task
@@ -56,7 +60,8 @@ class MultiTaskModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, tasks: "OrderedDict[str, Task]", primary: str,
                  head: nn.Module, block: Optional[nn.Module], weighting: nn.Module,
-                 config: Optional[Dict[str, Any]] = None):
+                 config: Optional[Dict[str, Any]] = None, early_fusion: Optional[nn.Module] = None,
+                 measured_readers: Optional[Mapping[str, Task]] = None, p_train: Optional[float] = None):
         super().__init__()
         self.backbone = backbone
         self.tasks = tasks
@@ -69,6 +74,12 @@ class MultiTaskModel(nn.Module):
         std = torch.tensor(getattr(backbone, "std", (1.0, 1.0, 1.0)), dtype=torch.float32)
         self.register_buffer("pixel_mean", mean.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_inv_std", (1.0 / std).view(1, 3, 1, 1), persistent=False)
+        # measured inputs (mtlkit.models.measured); none: forward is the plain one
+        self.early_fusion = early_fusion
+        self.measured_readers: Dict[str, Task] = dict(measured_readers or {})
+        if self.measured_readers and p_train is None:
+            raise ValueError("MultiTaskModel: measured_readers need p_train (model.measured.p_train)")
+        self.p_train = float(p_train) if p_train is not None else None
 
     @property
     def aux_tasks(self) -> Dict[str, Task]:
@@ -78,16 +89,30 @@ class MultiTaskModel(nn.Module):
         """[0, 1] RGB -> backbone input, (x - mean) / std per channel."""
         return (images - self.pixel_mean) * self.pixel_inv_std
 
-    def forward(self, images: torch.Tensor) -> Dict[str, Any]:
+    def forward(self, images: torch.Tensor, sensor: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+        """``images`` (B, 3, H, W) in [0, 1]; ``sensor``: the batch's measured
+        modalities (:func:`mtlkit.models.measured.measured_inputs`), for a
+        model with ``model.measured`` (None: no sensor, the predictions stand
+        in everywhere)."""
         # One line naming `images` for a uint8, NaN, HWC, 4-channel... batch (mtlkit.models.inputs).
         # A training step on an accelerator is not made to wait for the value check (its images come
         # from the data pipeline); evaluation and detect check the values (they sync anyway).
         check_images(images, like=next(self.parameters(), None),
                      values=not (self.training and isinstance(images, torch.Tensor) and images.device.type != "cpu"))
-        sources = list(self.backbone(self.normalize(images)))
+        inputs = self.normalize(images)
+        present = None
+        if self.measured_readers:
+            present = draw_present(images.shape[0], self.p_train, self.training, images.device)
+        if self.early_fusion is not None:
+            extra = self.early_fusion(images, sensor, present)
+            inputs = torch.cat([inputs, extra.to(inputs.dtype)], dim=1)
+            if images.is_contiguous(memory_format=torch.channels_last):
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+        sources = list(self.backbone(inputs))
         aux: Dict[str, torch.Tensor] = {}
         if self.block is not None:
-            sources[-1], aux = self.block(sources[-1])
+            sources[-1], aux = (self.block(sources[-1], sensor, present) if sensor is not None
+                                else self.block(sources[-1]))
         outputs: Dict[str, Any] = {self.primary: self.heads[self.primary](sources)}
         outputs.update(aux)
         return outputs
@@ -115,9 +140,10 @@ class MultiTaskModel(nn.Module):
                 if name in outputs}
 
     @torch.no_grad()
-    def detect(self, images: torch.Tensor) -> Dict[str, Any]:
-        """``postprocess(model(images))`` without autograd (call ``eval()`` first)."""
-        return self.postprocess(self(images), tuple(images.shape[-2:]))
+    def detect(self, images: torch.Tensor, sensor: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+        """``postprocess(model(images, sensor))`` without autograd (call ``eval()`` first)."""
+        outputs = self(images) if sensor is None else self(images, sensor)
+        return self.postprocess(outputs, tuple(images.shape[-2:]))
 
     def set_eval_options(self, **options: Any) -> None:
         """Override post-processing options of the primary task (those of its
@@ -169,15 +195,43 @@ def build_model(cfg: Any, image_size: Optional[Sequence[int]] = None) -> MultiTa
     tasks, primary = build_tasks(spec)
     aux = OrderedDict((n, t) for n, t in tasks.items() if n != primary)
     block = None
+    measured = spec.measured
+    readers = measured_readers(spec, tasks)
     if aux:
         not_aux = [n for n, t in aux.items() if not isinstance(t, AuxiliaryTask)]
         if not_aux:
             raise ConfigError(f"model.tasks.{not_aux[0]}: an auxiliary task must subclass "
                               f"mtlkit.task.AuxiliaryTask")
+        block_measured = None
+        if measured["block"]:
+            block_measured = functools.partial(
+                MeasuredBlockInput, {n: readers[n] for n in measured["block"]},
+                encoder=measured["encoder"], width=int(measured["encoder_channels"]),
+                stages=stages_for_stride(backbone.strides[-1]), mode=measured["mode"])
         block = RockBlock(backbone.out_channels[-1], aux, spec.fusion.plugin, spec.fusion.options,
-                          **spec.block)
+                          measured=block_measured, **spec.block)
+    early = None
+    if measured["early_fusion"]:
+        early = EarlyFusion({n: readers[n] for n in measured["early_fusion"]},
+                            float(measured["early_fusion_mean"]), float(measured["early_fusion_std"]))
+        backbone.add_input_channels(early.channels)
 
     context = {"image_size": size, "strides": list(getattr(backbone, "strides", []))}
     head = tasks[primary].build_head(list(backbone.out_channels), **context)
     weighting = spec.weighting.plugin(tasks, **spec.weighting.options)
-    return MultiTaskModel(backbone, tasks, primary, head, block, weighting, config=cfg["model"])
+    return MultiTaskModel(backbone, tasks, primary, head, block, weighting, config=cfg["model"],
+                          early_fusion=early, measured_readers=readers, p_train=float(measured["p_train"]))
+
+
+def measured_readers(spec: ModelSpec, tasks: Mapping[str, Task]) -> Dict[str, Task]:
+    """The task objects that turn the sensor's measurements into maps
+    (``model.measured``): the model's own task where it learns the modality,
+    else one built from :attr:`~mtlkit.resolved.ModelSpec.sensor_tasks`."""
+    readers: Dict[str, Task] = {}
+    for name in measured_tasks(spec.measured):
+        if name in tasks:
+            readers[name] = tasks[name]
+        else:
+            component = spec.sensor_tasks[name]
+            readers[name] = component.plugin(name, component.options)
+    return readers

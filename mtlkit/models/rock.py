@@ -28,11 +28,21 @@ Options (config section ``model.block``, see :attr:`RockBlock.defaults`):
   the preceding conv (weights cached until a parameter or statistic changes).
 
 Decoders are built only when the fusion uses decoded maps (not for ``none``).
+
+Measured inputs (``model.measured.block``, :mod:`mtlkit.models.measured`):
+``block(x, sensor, present)`` decodes, for each measured task, the sensor's
+map where a sample has it instead of the predicted task map (or beside it);
+the predictions (and so the auxiliary losses) are the block's own either way.
+The block is given a factory, ``measured(map_channels=, out_channels=, fold=)``
+-> the module that does it (:class:`mtlkit.models.measured.MeasuredBlockInput`:
+its ``tasks``, ``mode``, ``fused_names()``, ``decode_beside()`` and call), so
+that it names no measured-input code itself.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict, Iterator, Mapping, Optional, Tuple
+import itertools
+from typing import Any, Callable, ClassVar, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -131,7 +141,8 @@ class RockBlock(nn.Module):
     ranges: ClassVar[Dict[str, str]] = BLOCK_RANGES
 
     def __init__(self, in_channels: int, tasks: Mapping[str, AuxiliaryTask], fusion_cls: type,
-                 fusion_options: Optional[Mapping[str, Any]] = None, **options: Any):
+                 fusion_options: Optional[Mapping[str, Any]] = None,
+                 measured: Optional[Callable[..., nn.Module]] = None, **options: Any):
         super().__init__()
         opts = dict(component_options(RockBlock, options, "model.block"))
         self.options = opts
@@ -186,6 +197,12 @@ class RockBlock(nn.Module):
             names = ["shared"]
         else:
             names = []
+        # Measured maps in place of the predictions, or beside them (built
+        # after the rest, so that without them the initial weights are those of before).
+        self.measured: Optional[nn.Module] = None
+        if measured is not None:
+            self.measured = measured(map_channels=map_channels, out_channels=self.in_channels, fold=fold)
+            names = names + self.measured.fused_names()
         self.fusion = fusion_cls(self.in_channels, names, **(fusion_options or {}))
 
     def _decoded(self, maps: Dict[str, torch.Tensor]) -> Iterator[Tuple[str, torch.Tensor]]:
@@ -195,10 +212,16 @@ class RockBlock(nn.Module):
         for name, decoder in self.decoders.items():
             yield name, decoder(maps[name])
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    def forward(self, x: torch.Tensor, sensor: Optional[Mapping[str, Any]] = None,
+                present: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """``x`` (B, C, h, w) -> (X~, {task: raw prediction}). ``sensor``: a
+        :func:`mtlkit.task.sensor_view` of the batch (measured maps are decoded
+        where given), ``present`` (B,) bool: which samples may use them (None: all)."""
         features = self.encoder(x)
         maps: Dict[str, torch.Tensor] = {}
         predictions: Dict[str, torch.Tensor] = {}
+        beside: List[Tuple[str, torch.Tensor]] = []
+        measured = self.measured if sensor is not None else None
         fast = not self.training and not torch.is_grad_enabled() and features.is_contiguous()
         for name, task in self.tasks.items():
             head = self.heads[name]
@@ -206,9 +229,18 @@ class RockBlock(nn.Module):
                 task_map = conv1x1(features, head.weight, head.bias)
             else:
                 task_map = head(features)
-            maps[name] = task_map
             predictions[name] = task.intensive_pool(task_map) if self.intensive else task.readout(task_map)
+            if measured is not None and name in measured.tasks:
+                if measured.mode == "beside":
+                    decoded = measured.decode_beside(name, task_map, sensor, present)
+                    if decoded is not None:
+                        beside.append((f"{name}@sensor", decoded))
+                else:
+                    task_map = measured(name, task_map, sensor, present)
+            maps[name] = task_map
         del features
         if not self.fusion.uses_decoded:
             return self.fusion(x, iter(())), predictions
+        if beside:
+            return self.fusion(x, itertools.chain(self._decoded(maps), beside)), predictions
         return self.fusion(x, self._decoded(maps)), predictions

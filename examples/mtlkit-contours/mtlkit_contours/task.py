@@ -75,6 +75,20 @@ class CentresTask(AuxiliaryTask):
         image_size = tuple(batch["image"].shape[-2:])
         return centre_heatmap(batch["boxes"], image_size, size, float(self.options["sigma"]), device)
 
+    def measured_map(self, batch: Dict[str, Any], size: Optional[Tuple[int, int]],
+                     device=None) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """Boxes from another source (a tracker, a previous frame) as centre
+        logits (B, 1, h, w): the heatmap of :meth:`targets` clamped to
+        [0.01, 0.99] and mapped through the logit, the units the prediction
+        is in. ``size`` None: the image's size."""
+        if "boxes" not in batch or "image" not in batch:
+            return None
+        size = tuple(size) if size is not None else tuple(batch["image"].shape[-2:])
+        heat = self.targets(batch, size, device).clamp(0.01, 0.99)
+        keep = self.sample_mask(batch, heat.shape[0], heat.device)
+        valid = keep.view(-1, 1, 1, 1).expand(-1, 1, *size).contiguous()
+        return torch.logit(heat), valid
+
     def loss(self, prediction: torch.Tensor, batch: Dict[str, Any]) -> torch.Tensor:
         keep = self.sample_mask(batch, prediction.shape[0], prediction.device)
         if "boxes" not in batch or not bool(keep.any()):

@@ -44,8 +44,12 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.special import ndtri
 
-from mtlkit.errors import ConfigError
+from mtlkit.data.geometry import normals_from_depth
+from mtlkit.errors import ConfigError, did_you_mean
 
 #: the sensor's native image width: disparities (noise, quantisation) are in its pixels
 NATIVE_WIDTH = 640
@@ -83,8 +87,15 @@ class SensorOptions:
         return asdict(self)
 
 
-#: named presets of the ``sensor`` option
-PRESETS: Dict[str, SensorOptions] = {"kinect": SensorOptions()}
+#: named presets of the ``sensor`` option: ``kinect`` (the defaults), and
+#: ``ideal``, a sensor without noise, quantisation, range limits or holes but
+#: through windows and doors (its depth is the exact depth there; its normals
+#: still come from that depth), for measuring what the degradations cost
+PRESETS: Dict[str, SensorOptions] = {
+    "kinect": SensorOptions(),
+    "ideal": SensorOptions(min_range=0.0, max_range=1e6, disparity_noise=0.0, disparity_step=0.0,
+                           edge_threshold=1.0, edge_dropout=0.0, min_signal=0.0, glossy_fraction=0.0),
+}
 
 _RANGES = {
     "baseline": (0.0, None), "focal_px": (0.0, None), "min_range": (0.0, None), "max_range": (0.0, None),
@@ -120,8 +131,6 @@ def make_sensor(spec: Any) -> Optional[SensorOptions]:
     values = base.to_dict()
     for key, value in spec.items():
         if key not in known:
-            from mtlkit.registry import did_you_mean
-
             raise ConfigError(f"synthetic: unknown sensor parameter '{key}'{did_you_mean(key, known)}; "
                               f"parameters: preset, {', '.join(known)}")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
@@ -199,9 +208,6 @@ def smooth_field(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """(H, W) standard-normal noise correlated over patches about 1/40 of the
     width (drawn on a coarse grid, upsampled bilinearly and rescaled to unit
     variance): holes of a real sensor come in blobs, not single pixels."""
-    import torch
-    import torch.nn.functional as F
-
     cell = max(1.0, w / 40.0)
     coarse = rng.standard_normal((int(np.ceil(h / cell)) + 1, int(np.ceil(w / cell)) + 1))
     field = F.interpolate(torch.from_numpy(coarse)[None, None], size=(h, w), mode="bilinear",
@@ -211,8 +217,6 @@ def smooth_field(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 def _normal_quantile(p: float) -> float:
     """x with P(N(0, 1) < x) = p (p in [0, 1])."""
-    from scipy.special import ndtri
-
     return float(ndtri(min(max(p, 1e-12), 1 - 1e-12))) if 0 < p < 1 else (-np.inf if p <= 0 else np.inf)
 
 
@@ -285,8 +289,6 @@ def sensor_arrays(depth: np.ndarray, valid: np.ndarray, normals: np.ndarray, mat
     """The arrays a sensor adds to a sample (:data:`SENSOR_KEYS`): the degraded
     depth and its mask, and normals computed from it with their mask
     ((3, H, W) float32, 0 where invalid)."""
-    from mtlkit.data.geometry import normals_from_depth
-
     fx, fy, cx, cy = intrinsics
     measured, mask = degrade(depth, valid, normals, material, materials, outside, rays, fx, options, rng)
     sensor_normals, normals_mask = normals_from_depth(measured, fx, fy, cx, cy, step=options.normals_step)

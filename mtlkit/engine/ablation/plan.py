@@ -41,6 +41,8 @@ EXTRA_ROWS: Dict[str, str] = {
     "rock_concat": "ROCK, concat fusion",
     "rock_gated": "ROCK, gated fusion",
     "rock_light": "ROCK light",
+    "ssd_rgbd": "RGB-D SSD (early fusion)",
+    "rock_measured": "ROCK, measured D + N",
 }
 #: the paper's NYUv2 figures (mAP@0.5, @0.75, @[.5:.95], in %) for the table
 PAPER_FIGURES: Dict[str, Tuple[float, float, float]] = {

@@ -45,10 +45,36 @@ def paired_gain(records: Sequence[Dict[str, Any]], row: str, base: str, key: str
     return out
 
 
+#: suffix of the derived row of a row trained with measured inputs, evaluated without its sensor
+WITHOUT_SENSOR = "/without_sensor"
+
+
+def with_sensorless_rows(records: Sequence[Dict[str, Any]], rows: Sequence[Row]
+                         ) -> "tuple[List[Dict[str, Any]], List[Row]]":
+    """The records and rows, plus for every row whose runs carry
+    ``without_sensor`` (trained with measured inputs) a row ``STEM/without_sensor``
+    right after it: the same runs evaluated with the sensor off."""
+    records, out_rows = list(records), []
+    for row in rows:
+        out_rows.append(row)
+        mine = [r for r in records if r["model"] == row.stem and isinstance(r.get("without_sensor"), dict)]
+        if not mine:
+            continue
+        stem = row.stem + WITHOUT_SENSOR
+        out_rows.append(Row(stem, f"{row.label}, no sensor", row.path))
+        for r in mine:
+            records.append({"model": stem, "seed": r["seed"], "data_seed": r["data_seed"],
+                            **{k: r["without_sensor"].get(k, float("nan")) for k, _ in COLUMNS},
+                            "iters": r["iters"], "train_seconds": r["train_seconds"]})
+    return records, out_rows
+
+
 def summarise(records: Sequence[Dict[str, Any]], rows: Sequence[Row]) -> Dict[str, Any]:
     """Per row: label, seeds, mean/std (in %) of the primary task's figures and of
     every auxiliary figure, the paper's figures, and paired gains over SSD and
-    over the previous row."""
+    over the previous row. A row trained with measured inputs is followed by
+    its runs without the sensor (:func:`with_sensorless_rows`)."""
+    records, rows = with_sensorless_rows(records, rows)
     stems = [row.stem for row in rows]
     summary: Dict[str, Any] = {}
     for i, row in enumerate(rows):

@@ -13,8 +13,11 @@ import sys
 import time
 from typing import Any, Dict, Optional
 
-from mtlkit.engine.trainer import train
+from mtlkit.engine.evaluator import evaluate
+from mtlkit.engine.trainer import CHECKPOINT_NAME, train
 from mtlkit.errors import MtlkitError, run_guarded
+from mtlkit.models.measured import measured_tasks
+from mtlkit.resolved import resolve_config
 from mtlkit.task import PRIMARY
 from mtlkit.utils.io import atomic_write
 
@@ -35,10 +38,13 @@ def _primary_task(config: Dict[str, Any]) -> str:
 
 
 def record_of(run_info: Dict[str, Any], metrics: Dict[str, Dict[str, Any]], seconds: float,
-              images_per_s: Optional[float]) -> Dict[str, Any]:
+              images_per_s: Optional[float],
+              without_sensor: Optional[Dict[str, Dict[str, Any]]] = None) -> Dict[str, Any]:
     """The run's row of ``ablation.json``: model, seed, data_seed, AP, AP50,
     AP75 (fractions), the auxiliary metrics as ``task/metric``, iters,
-    train_seconds."""
+    train_seconds; for a run trained with measured inputs also
+    ``without_sensor: {AP, AP50, AP75}`` (its metrics with no sensor,
+    ``without_sensor``)."""
     config = run_info["config"]
     primary = _primary_task(config)
     main = metrics.get(primary, {})
@@ -49,9 +55,18 @@ def record_of(run_info: Dict[str, Any], metrics: Dict[str, Dict[str, Any]], seco
     for task, figures in metrics.items():
         if task != primary and isinstance(figures, dict):
             record.update({f"{task}/{k}": v for k, v in _scalars(figures).items()})
+    if without_sensor is not None:
+        bare = without_sensor.get(primary, {})
+        record["without_sensor"] = {k: float(bare[k]) if k in bare else float("nan")
+                                    for k in ("AP", "AP50", "AP75")}
     record.update(iters=int(config["train"]["iters"]), train_seconds=round(seconds, 2),
                   images_per_s=images_per_s)
     return record
+
+
+def reads_measurements(config: Dict[str, Any]) -> bool:
+    """Whether a run's config's model reads measured inputs (``model.measured``)."""
+    return bool(measured_tasks(resolve_config(config).model_spec.measured))
 
 
 def _train_time(run_dir: str) -> tuple:
@@ -85,8 +100,12 @@ def work(run_dir: str) -> int:
     # stopped before its first checkpoint
     metrics = train(info["config"], run_dir, resume=True)
     wall = time.time() - start
+    without_sensor = None
+    if reads_measurements(info["config"]):
+        # the same checkpoint on the same test split, the sensor off (a dead sensor)
+        without_sensor = evaluate(info["config"], os.path.join(run_dir, CHECKPOINT_NAME), measured=())
     seconds, rate = _train_time(run_dir)
-    record = record_of(info, metrics, seconds or wall, rate)
+    record = record_of(info, metrics, seconds or wall, rate, without_sensor)
     with atomic_write(os.path.join(run_dir, RESULT_FILE), "w", encoding="utf-8") as handle:
         json.dump({"fingerprint": info["fingerprint"], "record": record}, handle, indent=2)
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mtlkit.errors import ConfigError
@@ -124,12 +125,34 @@ class _ResNet(Backbone):
                 self.layer4]
 
     def load_weights(self, state: Mapping[str, torch.Tensor], source: str = "<state dict>"):
-        """Load a torchvision-format state dict (``fc.*`` ignored)."""
-        return load_backbone_weights(self, state, source, ignore_prefixes=("fc.",))
+        """Load a torchvision-format state dict (``fc.*`` ignored; the extra
+        input channels' weights, absent from RGB weights, keep their zeros)."""
+        return load_backbone_weights(self, state, source, ignore_prefixes=("fc.",),
+                                     optional_prefixes=("conv1_extra",))
+
+    def add_input_channels(self, count: int) -> None:
+        """``conv1_extra`` (stem_width, count, k, k), zeros: the stem computes
+        conv1(RGB) + conv1_extra(extra channels). A parameter of its own,
+        outside :meth:`stages`, so ``frozen_stages`` never freezes it; made
+        without drawing random numbers, so the rest of the model is
+        initialised as it would be without it."""
+        if count <= 0:
+            return
+        conv = self.conv1
+        self.conv1_extra = nn.Parameter(torch.zeros(conv.out_channels, int(count), *conv.kernel_size))
+        self.extra_input_channels = int(count)
+
+    def _stem_conv(self, images: torch.Tensor) -> torch.Tensor:
+        if not self.extra_input_channels:
+            return self.conv1(images)
+        conv = self.conv1
+        rgb = conv(images[:, :3])
+        extra = F.conv2d(images[:, 3:], self.conv1_extra.to(rgb.dtype), None, conv.stride, conv.padding)
+        return rgb + extra
 
     def forward(self, images: torch.Tensor) -> List[torch.Tensor]:
-        """(B, 3, H, W) normalised -> ``[X]`` with X (B, C, ceil(H/16), ceil(W/16))."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
+        """(B, 3 + extra, H, W) normalised -> ``[X]`` with X (B, C, ceil(H/16), ceil(W/16))."""
+        x = self.maxpool(self.relu(self.bn1(self._stem_conv(images))))
         x = self.layer1(x)
         x = self.layer2(x)
         x = self.layer3(x)
