@@ -11,6 +11,7 @@ import torch
 from mtlkit.data import collate
 from mtlkit.data.synthetic import SyntheticRooms, generate_sample, make_options
 from mtlkit.data.synthetic import sensor as S
+from mtlkit.data.synthetic.generate import SPLITS, sample_rng
 from mtlkit.data.synthetic.render import intrinsics, pixel_rays
 from mtlkit.data.synthetic.storage import Pack, load_sample, write_pack
 from mtlkit.data.transforms import Resize, hflip
@@ -40,6 +41,32 @@ def test_sensor_is_deterministic_per_seed_split_and_index(pair):
     other_seed = generate_sample(8, "train", 1, options)
     assert not np.array_equal(other_split["sensor_depth"], sensed[1]["sensor_depth"])
     assert not np.array_equal(other_seed["sensor_depth"], sensed[1]["sensor_depth"])
+
+
+def test_sensor_noise_comes_from_its_own_stream_of_seed_split_and_index():
+    """On one and the same frame, the measurement is a function of (seed, split,
+    index) alone: the same stream gives the same depth and holes whatever the
+    global RNGs hold, another seed, split or index another draw of the noise."""
+    frame = _flat_wall(z=3.0)
+    h, w = frame[0].shape
+    rays = pixel_rays(h, w).reshape(h, w, 3)
+    options = S.SensorOptions(glossy_fraction=0.3, edge_dropout=0.5)
+
+    def measure(seed, split, index):
+        return S.degrade(*frame, rays, intrinsics(h, w)[0], options, S.sensor_rng(seed, split, index))
+
+    np.random.seed(1)
+    torch.manual_seed(1)
+    first = measure(7, 0, 1)
+    np.random.seed(2)
+    torch.manual_seed(2)
+    np.random.random(100)
+    again = measure(7, 0, 1)
+    assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])
+    for other in ((8, 0, 1), (7, 1, 1), (7, 0, 2)):
+        assert not np.array_equal(measure(*other)[0], first[0]), other
+    # the sample's own stream is another one: the sensor does not shift the scene's draws
+    assert not np.array_equal(S.sensor_rng(7, SPLITS["train"], 1).random(8), sample_rng(7, "train", 1).random(8))
 
 
 def test_sensor_changes_nothing_else_of_the_sample(pair):
