@@ -156,6 +156,24 @@ def test_a_config_without_measured_inputs_is_bitwise_unchanged():
     assert all(torch.equal(plain[k], sensed[k]) for k in plain)
 
 
+def test_an_empty_measured_section_builds_the_plain_model():
+    """Both lists empty: nothing of measured inputs is built, no random number
+    drawn (the same weights, the same RNG state after the build), the same outputs."""
+    torch.manual_seed(0)
+    plain = build("rock")
+    after_plain = torch.get_rng_state()
+    torch.manual_seed(0)
+    empty = build("rock", "model.measured={block: [], early_fusion: [], p_train: 0.3}")
+    assert torch.equal(after_plain, torch.get_rng_state())
+    assert empty.measured_readers == {} and empty.early_fusion is None and empty.block.measured is None
+    assert plain.state_dict().keys() == empty.state_dict().keys()
+    assert all(torch.equal(v, empty.state_dict()[k]) for k, v in plain.state_dict().items())
+    batch = sensor_batch()
+    assert measured_inputs(empty, batch) == {}
+    with torch.no_grad():
+        assert torch.equal(detection(plain(batch["image"])), detection(empty(batch["image"])))
+
+
 def _transformed(dataset):
     from mtlkit.data import TransformedDataset
     from mtlkit.data.transforms import build_transforms
