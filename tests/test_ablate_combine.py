@@ -39,7 +39,7 @@ def test_pooled_means_and_gains_paired_by_training_and_data_seed(tmp_path):
             runs.append(_record("rock_measured", s, d, 0.10 + 0.01 * d + 0.01 * (1 + s + d),
                                 without=0.10 + 0.01 * d - 0.005))
         folders.append(_write(tmp_path / f"ds{d}", d, runs))
-    text = combine(folders, str(tmp_path / "all"))
+    text = combine(folders, str(tmp_path / "all"), versus=[("rock_measured", "rock_measured/without_sensor")])
     data = json.loads((tmp_path / "all" / "ablation.json").read_text())
     assert len(data["runs"]) == 8
     summary = data["summary"]
@@ -52,6 +52,10 @@ def test_pooled_means_and_gains_paired_by_training_and_data_seed(tmp_path):
     # every pair's gain and the smallest, and the figure per data seed
     assert "| ROCK, measured D + N | +1.0 | +2.0 | +2.0 | +3.0 | +1.0 |" in text
     assert "| SSD | 10.0 ± 0.0 | 11.0 ± 0.0 |" in text
+    # one row over another, paired: with the sensor over without it, 1.5 .. 3.5 points
+    line = next(l for l in text.splitlines() if l.startswith("| ROCK, measured D + N | ROCK, measured D + N, no"))
+    assert line.startswith("| ROCK, measured D + N | ROCK, measured D + N, no sensor | +5.0 ± 1.6 (4/4) |")
+    assert line.endswith("| +2.5 ± 0.8 (4/4) | +1.5 |")
     assert (tmp_path / "all" / "ablation.md").read_text() == text
 
 
@@ -64,3 +68,7 @@ def test_the_same_run_twice_and_missing_files_are_one_clear_line(tmp_path):
         combine([str(tmp_path)], str(tmp_path / "out"))
     with pytest.raises(DataError, match="is one of the folders combined"):
         main([a, "--out", a])
+    with pytest.raises(DataError, match="--versus ssd: expected ROW:REFERENCE"):
+        main([a, "--out", str(tmp_path / "out"), "--versus", "ssd"])
+    with pytest.raises(DataError, match="--versus: no row 'rock'"):
+        main([a, "--out", str(tmp_path / "out"), "--versus", "ssd:rock"])

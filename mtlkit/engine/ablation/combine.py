@@ -26,7 +26,8 @@ from mtlkit.registry import RegistryError, get_registry
 from mtlkit.utils.io import atomic_write
 
 from .plan import Row
-from .report import COLUMNS, WITHOUT_SENSOR, format_markdown, mean_std, plot, summarise, with_sensorless_rows
+from .report import (COLUMNS, WITHOUT_SENSOR, _fmt, format_markdown, mean_std, paired_gain, plot, summarise,
+                     with_sensorless_rows)
 
 ABLATION_FILE = "ablation.json"
 
@@ -92,9 +93,12 @@ def pair_gains(records: Sequence[Dict[str, Any]], row: str, base: str, key: str)
             for r in records if r["model"] == row and (r["seed"], r["data_seed"]) in by_pair}
 
 
-def extra_tables(records: Sequence[Dict[str, Any]], rows: Sequence[Row], key: str = "AP") -> str:
-    """Markdown: ``key`` per data seed (mean ± std over training seeds) and
-    every (training seed, data seed) pair's gain over SSD in ``key``."""
+def extra_tables(records: Sequence[Dict[str, Any]], rows: Sequence[Row], key: str = "AP",
+                 versus: Sequence[Tuple[str, str]] = ()) -> str:
+    """Markdown: ``key`` per data seed (mean ± std over training seeds),
+    every (training seed, data seed) pair's gain over SSD in ``key``, and the
+    paired gains of each (row, reference row) of ``versus`` (stems; a row
+    without its sensor is ``STEM/without_sensor``)."""
     records, rows = with_sensorless_rows(records, rows)
     title = dict(COLUMNS)[key]
     data_seeds = sorted({r["data_seed"] for r in records}, key=str)
@@ -120,10 +124,24 @@ def extra_tables(records: Sequence[Dict[str, Any]], rows: Sequence[Row], key: st
             cells = [f"{gains[p]:+.1f}" if p in gains else "–" for p in pairs]
             low = f"{min(gains.values()):+.1f}" if gains else "–"
             lines.append(f"| {row.label} | " + " | ".join(cells) + f" | {low} |")
+    labels = {row.stem: row.label for row in rows}
+    missing = [stem for pair in versus for stem in pair if stem not in labels]
+    if missing:
+        raise DataError(f"--versus: no row '{missing[0]}' in the ablations (rows: {', '.join(labels)})")
+    if versus:
+        lines += ["", "Paired gains of one row over another (per (training seed, data seed) pair: mean ± std, "
+                  "on how many pairs > 0; and the smallest), in points.", "",
+                  "| Row | over | " + " | ".join(t for _, t in COLUMNS) + f" | min, {title} |",
+                  "|---" * (len(COLUMNS) + 3) + "|"]
+        for stem, base in versus:
+            cells = [_fmt(paired_gain(records, stem, base, k), signed=True) for k, _ in COLUMNS]
+            gains = pair_gains(records, stem, base, key)
+            low = f"{min(gains.values()):+.1f}" if gains else "–"
+            lines.append(f"| {labels[stem]} | {labels[base]} | " + " | ".join(cells) + f" | {low} |")
     return "\n".join(lines) + "\n"
 
 
-def combine(folders: Sequence[str], out: str) -> str:
+def combine(folders: Sequence[str], out: str, versus: Sequence[Tuple[str, str]] = ()) -> str:
     """Pool the ablations of ``folders`` into ``out`` (see the module
     docstring); returns the markdown written."""
     if not folders:
@@ -140,7 +158,7 @@ def combine(folders: Sequence[str], out: str) -> str:
         "combined from": ", ".join(folders),
     }
     summary = summarise(records, rows)
-    text = format_markdown(summary, info, headline_columns(records)) + extra_tables(records, rows)
+    text = format_markdown(summary, info, headline_columns(records)) + extra_tables(records, rows, versus=versus)
     os.makedirs(out, exist_ok=True)
     with atomic_write(os.path.join(out, ABLATION_FILE), "w", encoding="utf-8") as handle:
         json.dump({"info": info, "runs": records, "summary": summary}, handle, indent=2)
@@ -156,10 +174,19 @@ def main(argv: Sequence[str]) -> int:
                                                  "(e.g. one per data seed) into one table")
     parser.add_argument("folders", nargs="+", help="folders holding an ablation.json")
     parser.add_argument("--out", required=True, help="where the combined ablation.{json,md,png} go")
+    parser.add_argument("--versus", action="append", default=[], metavar="ROW:REFERENCE",
+                        help="also the paired gains of ROW over REFERENCE (row stems; a row without its "
+                             "sensor is STEM/without_sensor), e.g. rock_measured:ssd_rgbd; repeatable")
     args = parser.parse_args(argv)
+    versus = []
+    for spec in args.versus:
+        row, sep, base = spec.partition(":")
+        if not sep or not row or not base:
+            raise DataError(f"--versus {spec}: expected ROW:REFERENCE, e.g. rock_measured:ssd_rgbd")
+        versus.append((row, base))
     if any(os.path.abspath(args.out) == os.path.abspath(f) for f in args.folders):
         raise DataError(f"--out {args.out} is one of the folders combined: its ablation.json would be replaced")
-    print(combine(args.folders, args.out))
+    print(combine(args.folders, args.out, versus))
     return 0
 
 
