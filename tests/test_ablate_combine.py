@@ -14,6 +14,8 @@ from mtlkit.errors import DataError
 def _record(model, seed, data_seed, ap, without=None):
     record = {"model": model, "seed": seed, "data_seed": data_seed, "AP": ap, "AP50": 2 * ap, "AP75": ap / 2,
               "iters": 600, "train_seconds": 100.0 + seed}
+    if model != "ssd":
+        record.update({"depth/abs_rel": 0.2, "depth/delta1": 0.6, "scene/top1": 0.7})
     if without is not None:
         record["without_sensor"] = {"AP": without, "AP50": 2 * without, "AP75": without / 2}
     return record
@@ -57,6 +59,9 @@ def test_pooled_means_and_gains_paired_by_training_and_data_seed(tmp_path):
     assert line.startswith("| ROCK, measured D + N | ROCK, measured D + N, no sensor | +5.0 ± 1.6 (4/4) |")
     assert line.endswith("| +2.5 ± 0.8 (4/4) | +1.5 |")
     assert (tmp_path / "all" / "ablation.md").read_text() == text
+    # the auxiliary columns: each task's headline metrics once, then the training time
+    header = next(l for l in text.splitlines() if l.startswith("| Model | depth"))
+    assert header == "| Model | depth abs-rel | depth δ<1.25 % | scene top-1 % | train s / run |"
 
 
 def test_the_same_run_twice_and_missing_files_are_one_clear_line(tmp_path):

@@ -72,9 +72,12 @@ def headline_columns(records: Sequence[Dict[str, Any]]) -> List[Tuple[str, str, 
     """The auxiliary columns (:func:`.report.aux_columns`) of the tasks whose
     figures the records hold, from their registered classes."""
     columns: List[Tuple[str, str, float]] = []
-    tasks = []
+    tasks: List[str] = []
     for record in records:
-        tasks += [k.split("/", 1)[0] for k in record if "/" in k and k.split("/", 1)[0] not in tasks]
+        for key in record:
+            task = key.split("/", 1)[0] if "/" in key else None
+            if task is not None and task not in tasks:
+                tasks.append(task)
     registry = get_registry()
     for name in tasks:
         try:
