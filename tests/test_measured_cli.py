@@ -134,6 +134,14 @@ def test_detect_reads_depth_files_beside_the_images(measured_run, tmp_path, caps
     assert cli(["detect", str(config), "--checkpoint", str(out / "last.pt"), str(images),
                 "--out", str(tmp_path / "bad"), "--measured", "depth"]) == 2
     assert "a.depth.npy: the depth map has shape (10, 10), expected (60, 80)" in capsys.readouterr().err
+    # an 8-bit PNG is not a depth map in millimetres; every depth file is read before anything
+    # is written (b's is bad: no picture of a.png either, even one image per batch)
+    np.save(images / "a.depth.npy", sample["sensor_depth"])
+    Image.fromarray(np.zeros((60, 80), np.uint8)).save(images / "b.depth.png")
+    assert cli(["detect", str(config), "--checkpoint", str(out / "last.pt"), str(images), "--batch-size", "1",
+                "--out", str(tmp_path / "bad8"), "--measured", "depth"]) == 2
+    assert "b.depth.png: a depth PNG must be 16-bit grey in millimetres, got mode L" in capsys.readouterr().err
+    assert not list((tmp_path / "bad8").glob("*.png"))
 
 
 def test_ablation_records_and_reports_without_sensor():
