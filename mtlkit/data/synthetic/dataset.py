@@ -81,6 +81,11 @@ class SyntheticRooms(Dataset):
       (:mod:`.sensor`): ``kinect``, or a mapping of its parameters; adds the
       ``sensor_*`` maps (the measured inputs of docs/models.md), leaves the
       labels as they are.
+    * ``domain`` (None): how the rooms look, by name (:data:`.appearance.DOMAINS`:
+      ``source``, ``dusk``, ``showroom``); None is the source world.
+    * ``appearance`` (None): appearance option values over the domain's
+      (lighting, materials, camera: :mod:`.appearance`), e.g. ``{gamma: 2.0}``.
+      Neither changes the layout, depth, normals, boxes, labels or scene of a sample.
     * ``cache_dir`` (None): when set, each sample is rendered once and stored
       there (compressed npz, atomic writes) in a sub-folder keyed by every
       option above, then read back.
@@ -104,6 +109,8 @@ class SyntheticRooms(Dataset):
         "kinect_holes": False,
         "scene_weights": None,
         "sensor": None,
+        "domain": None,
+        "appearance": None,
         "cache_dir": None,
         "root": None,
     }
@@ -116,7 +123,7 @@ class SyntheticRooms(Dataset):
                  image_size=(240, 320), shadows: bool = True, noise: float = 0.012,
                  min_visible_fraction: float = 0.2, min_area: float = 0.0005, kinect_holes: bool = False,
                  scene_weights=None, cache_dir: Optional[str] = None, root: Optional[str] = None,
-                 sensor=None):
+                 sensor=None, domain: Optional[str] = None, appearance: Optional[Dict[str, Any]] = None):
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
             raise ConfigError(f"synthetic: size must be a non-negative int or null, got {size!r}")
         self.root = None if root is None else os.fspath(root)
@@ -132,7 +139,8 @@ class SyntheticRooms(Dataset):
         self.seed = int(seed)
         self.size = DEFAULT_SIZE if size is None else size
         self.options: RenderOptions = make_options(image_size, shadows, noise, min_visible_fraction, min_area,
-                                                   kinect_holes, scene_weights, sensor)
+                                                   kinect_holes, scene_weights, sensor=sensor, domain=domain,
+                                                   appearance=appearance)
         self.config = {"seed": self.seed, "split": split, "generator_version": GENERATOR_VERSION,
                        **self.options.to_dict()}
         self._cache_folder = None

@@ -15,6 +15,7 @@ import numpy as np
 
 from mtlkit.errors import ConfigError
 
+from .appearance import Appearance, appearance_streams, make_appearance
 from .layout import sample_layout
 from .objects import CLASSES
 from .render import build_scene_mesh, intrinsics, pixel_rays, render, visible_boxes
@@ -48,6 +49,11 @@ class RenderOptions:
         sensor: a simulated depth sensor (:mod:`.sensor`) whose measurement is
             added as ``sensor_*`` arrays; ``None``: no sensor. The labels are
             unchanged either way.
+        domain: the name of the appearance's domain (:data:`.appearance.DOMAINS`),
+            ``None`` for the source world.
+        appearance: how the rooms look (:class:`.appearance.Appearance`): lighting,
+            materials, camera; ``None`` is the source world. Never changes the
+            layout, depth, normals, boxes or labels.
     """
 
     image_size: tuple = (240, 320)
@@ -58,6 +64,8 @@ class RenderOptions:
     kinect_holes: bool = False
     scene_weights: Optional[tuple] = None
     sensor: Optional[SensorOptions] = None
+    domain: Optional[str] = None
+    appearance: Optional[Appearance] = None
 
     def scene_probs(self) -> Optional[np.ndarray]:
         if self.scene_weights is None:
@@ -71,11 +79,16 @@ class RenderOptions:
         d["scene_weights"] = None if self.scene_weights is None else list(self.scene_weights)
         if self.sensor is None:
             del d["sensor"]  # the keys (caches, data folders) of sets without a sensor are unchanged
+        if self.appearance is None:  # the source world: the keys of its caches and folders are unchanged
+            del d["domain"], d["appearance"]
+        else:
+            d["appearance"] = self.appearance.to_dict()
         return d
 
 
 def make_options(image_size=(240, 320), shadows=True, noise=0.012, min_visible_fraction=0.2,
-                 min_area=0.0005, kinect_holes=False, scene_weights=None, sensor=None) -> RenderOptions:
+                 min_area=0.0005, kinect_holes=False, scene_weights=None, sensor=None, domain=None,
+                 appearance=None) -> RenderOptions:
     """Validated :class:`RenderOptions` (raises :class:`ConfigError` naming the option)."""
     try:
         h, w = (int(v) for v in image_size)
@@ -98,8 +111,10 @@ def make_options(image_size=(240, 320), shadows=True, noise=0.012, min_visible_f
             raise ConfigError(f"synthetic: scene_weights must be {len(SCENES)} non-negative numbers "
                               f"(not all 0), one per scene {list(SCENES)}; got {list(scene_weights)!r}")
         scene_weights = weights
+    look = make_appearance(domain, appearance)
     return RenderOptions((h, w), bool(shadows), float(noise), float(min_visible_fraction), float(min_area),
-                         bool(kinect_holes), scene_weights, make_sensor(sensor))
+                         bool(kinect_holes), scene_weights, sensor=make_sensor(sensor),
+                         domain=None if look is None else (domain or "source"), appearance=look)
 
 
 def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -125,7 +140,9 @@ def generate_sample(seed: int, split: str, index: int, options: RenderOptions) -
     layout = sample_layout(rng, options.scene_probs())
     mesh = build_scene_mesh(layout)
     h, w = options.image_size
-    frame = render(layout, h, w, rng, shadows=options.shadows, noise=options.noise, mesh=mesh)
+    streams = None if options.appearance is None else appearance_streams(seed, SPLITS[split], index)
+    frame = render(layout, h, w, rng, shadows=options.shadows, noise=options.noise, mesh=mesh,
+                   appearance=options.appearance, streams=streams)
     gt = visible_boxes(frame, layout, mesh, min_visible_fraction=options.min_visible_fraction,
                        min_area=options.min_area)
     depth = frame.depth

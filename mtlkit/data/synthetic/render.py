@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 from scipy.special import ndtri
 
+from .appearance import SOURCE, Appearance, Streams, expose, light_pixels, light_positions, restyled_shading
 from .layout import NYU_INTRINSICS, Layout, wall_length
 from .materials import FaceShading, face_shading, shade_albedo
 from .primitives import MeshBuilder
@@ -156,8 +157,14 @@ class Frame:
 
 
 def render(layout: Layout, height: int, width: int, rng: np.random.Generator, *,
-           shadows: bool = True, noise: float = 0.012, mesh: SceneMesh = None) -> Frame:
-    """Render ``layout`` at ``height x width``; ``rng`` draws the sensor noise."""
+           shadows: bool = True, noise: float = 0.012, mesh: SceneMesh = None,
+           appearance: Optional[Appearance] = None, streams: Optional[Streams] = None) -> Frame:
+    """Render ``layout`` at ``height x width``; ``rng`` draws the sensor noise.
+
+    ``appearance`` (None: the source world) changes the lighting, the
+    materials' look and the camera (:mod:`.appearance`), drawing what it adds
+    from ``streams``; depth, normals, instances and ``rng``'s draws are the
+    same whatever it is."""
     mesh = build_scene_mesh(layout) if mesh is None else mesh
     caster = RayCaster(mesh.vertices, mesh.faces)
     cam = layout.camera
@@ -178,31 +185,22 @@ def render(layout: Layout, height: int, width: int, rng: np.random.Generator, *,
     n_w[flip] *= -1
     n_c = _rotate(n_w, cam.rotation.T.astype(np.float32))  # world -> camera
 
-    # -- shading ---------------------------------------------------------------
-    albedo = shade_albedo(mesh.shading, tri_v, points)
-    to_light = layout.light.astype(np.float32) - points
-    dist = np.sqrt(np.einsum("ij,ij->i", to_light, to_light))
-    lambert = np.einsum("ij,ij->i", n_w, to_light) / np.maximum(dist, 1e-6)
-    np.clip(lambert, 0.0, None, out=lambert)
-    if shadows:
-        # one occlusion ray per pixel towards the light; the direction is not
-        # normalised, so distance 1 is the light itself. Unlit pixels get a
-        # zero-length ray, which Embree skips (cheaper than gathering the lit ones).
-        starts = points + n_w * np.float32(2e-3)
-        reach = np.where(lambert > 0, np.float32(0.999), np.float32(0.0))
-        lambert[caster.occluded(starts, to_light, reach)] = 0.0
-    light = layout.ambient + lambert * np.minimum(layout.light_power * 6.0 / (1.0 + dist ** 2), 2.0)
-    emissive = mesh.shading.emissive[tri_v]
-    light += (1.0 - light) * emissive
-    albedo *= light[:, None]
-
+    # -- shading: materials, lights, camera (.appearance; the source world's by default)
+    look = SOURCE if appearance is None else appearance
+    if streams is None and look.draws:
+        raise ValueError("render: this appearance draws random values; pass its streams "
+                         "(appearance.appearance_streams)")
+    shading = mesh.shading
+    if look.restyles_materials:
+        shading = restyled_shading(mesh.materials, mesh.face_material, mesh.face_normals, look, streams.materials)
+    albedo = shade_albedo(shading, tri_v, points)
+    positions = light_positions(look, layout.light, layout.size, None if streams is None else streams.lights)
+    # shadows: one occlusion ray per pixel and light (see light_pixels)
+    albedo *= light_pixels(look, positions, layout.light_power, layout.ambient, points, n_w,
+                           shading.emissive[tri_v], caster.occluded if shadows else None)
     colour = _scatter(albedo, valid, sel, 0.0).reshape(height, width, 3)
-    # sensor: vignetting, white balance and exposure, noise, tone curve, 8 bits
-    gain = (rng.uniform(0.92, 1.08, 3) * rng.uniform(0.85, 1.15)).astype(np.float32)
-    colour *= _vignette(height, width)[..., None] * gain
-    colour += _GAUSS_LUT[rng.integers(0, 256, colour.shape, dtype=np.uint8)] * np.float32(noise)
-    rgb = _TONE_LUT[np.clip(colour * (len(_TONE_LUT) - 1) + 0.5, 0, len(_TONE_LUT) - 1).astype(np.int32)]
-
+    rgb = expose(look, colour, rng, None if streams is None else streams.camera, noise,
+                 functools.partial(_vignette, height, width), _GAUSS_LUT)
     return Frame(rgb,
                  _scatter(depth_v, valid, sel, 0.0).reshape(height, width),
                  _scatter(n_c, valid, sel, 0.0).reshape(height, width, 3).transpose(2, 0, 1).copy(),
@@ -224,14 +222,11 @@ def _scatter(values: np.ndarray, valid: np.ndarray, sel, fill) -> np.ndarray:
 #: noise (to 1/256 in probability) at a quarter of the cost of standard_normal
 _GAUSS_LUT = ndtri((np.arange(256) + 0.5) / 256).astype(np.float32)
 
-#: [0, 1] linear intensity (4096 steps) -> 8-bit value through the tone curve x ** (1 / 1.4)
-_TONE_LUT = np.round(np.linspace(0.0, 1.0, 4096) ** (1 / 1.4) * 255).astype(np.uint8)
-
 
 @functools.lru_cache(maxsize=8)
-def _vignette(height: int, width: int) -> np.ndarray:
+def _vignette(height: int, width: int, strength: float = 0.25) -> np.ndarray:
     rays = pixel_rays(height, width).reshape(height, width, 3)
-    out = (1.0 / (1.0 + 0.25 * (rays[..., 0] ** 2 + rays[..., 1] ** 2))).astype(np.float32)
+    out = (1.0 / (1.0 + strength * (rays[..., 0] ** 2 + rays[..., 1] ** 2))).astype(np.float32)
     out.setflags(write=False)
     return out
 
