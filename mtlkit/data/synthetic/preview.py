@@ -53,3 +53,56 @@ def save_preview(path: str, samples: List[Dict[str, np.ndarray]], classes, scene
     grid = preview_grid(samples, classes, scenes)
     with atomic_write(path, "wb") as handle:
         Image.fromarray(grid).save(handle, format="PNG")
+
+
+def domain_grid(seed: int, split: str, indices: Sequence[int], domains: Sequence[str],
+                image_size=(120, 160)) -> np.ndarray:
+    """The same scenes under several appearance domains, one row per sample:
+    [domain 1 (with the labelled boxes) | domain 2 | ... | depth], with a
+    caption row naming the columns."""
+    from .generate import generate_sample, make_options
+    from .objects import CLASSES
+    from .scenes import SCENES
+
+    options = [make_options(image_size, domain=name) for name in domains]
+    rows = []
+    for index in indices:
+        samples = [generate_sample(seed, split, int(index), o) for o in options]
+        first = samples[0]
+        tiles = [boxes_picture(first["image"], first["boxes"], first["labels"], CLASSES,
+                               SCENES[int(first["scene"])])]
+        tiles += [s["image"] for s in samples[1:]]
+        tiles.append(depth_picture(first["depth"], first["depth_mask"]))
+        rows.append(np.concatenate(tiles, axis=1))
+    grid = np.concatenate(rows, axis=0)
+    caption = Image.new("RGB", (grid.shape[1], 14), (255, 255, 255))
+    draw = ImageDraw.Draw(caption)
+    width = image_size[1]
+    for k, name in enumerate(list(domains) + ["depth (every domain)"]):
+        draw.text((k * width + 4, 1), name, fill=(0, 0, 0))
+    return np.concatenate([np.asarray(caption), grid], axis=0)
+
+
+def _main(argv=None) -> int:
+    """``python -m mtlkit.data.synthetic.preview --out PNG [--domains ...]``: the
+    same scenes under several domains side by side (docs/synthetic.md's picture)."""
+    import argparse
+
+    from .appearance import DOMAINS
+
+    parser = argparse.ArgumentParser(prog="python -m mtlkit.data.synthetic.preview", description=_main.__doc__)
+    parser.add_argument("--out", required=True, help="PNG to write")
+    parser.add_argument("--domains", nargs="+", default=list(DOMAINS), help="columns (default: every domain)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--indices", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--size", type=int, nargs=2, default=(120, 160), metavar=("H", "W"))
+    args = parser.parse_args(argv)
+    grid = domain_grid(args.seed, args.split, args.indices, args.domains, tuple(args.size))
+    with atomic_write(args.out, "wb") as handle:
+        Image.fromarray(grid).save(handle, format="PNG", optimize=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
