@@ -17,6 +17,7 @@ from mtlkit.adaptation.targets import with_data_seed
 from mtlkit.cli import main as cli
 from mtlkit.config import load_config
 from mtlkit.data import build_dataset
+from mtlkit.data.synthetic import SyntheticRooms
 from mtlkit.errors import ConfigError, DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -135,13 +136,15 @@ def test_target_errors_name_the_file(tmp_path):
 
 def test_table_pairs_seeds():
     rows = []
-    for seed, (src, tgt, ada) in enumerate([(0.40, 0.30, 0.35), (0.42, 0.34, 0.33)]):
-        for domain, method, ap50 in (("source", "none", src), ("dusk", "none", tgt), ("dusk", "adabn", ada)):
+    for seed, (src, tgt, ada, ref) in enumerate([(0.40, 0.30, 0.35, 0.36), (0.42, 0.34, 0.33, 0.36)]):
+        for domain, method, ap50 in (("source", "none", src), ("dusk", "none", tgt), ("dusk", "adabn", ada),
+                                     ("dusk/source-look", "none", ref)):
             rows.append({"model": "rock", "seed": seed, "domain": domain, "method": method, "AP50": ap50,
                          "AP": ap50 / 2})
     text = table(rows)
     dusk_none = next(line for line in text.splitlines() if "| dusk | none |" in line)
     assert "| 32.0 ± 2.8 |" in dusk_none and "| -9.0 ± 1.4 (0/2) |" in dusk_none
+    assert "| -4.0 ± 2.8 (0/2) |" in dusk_none  # vs the same rooms in the source look: -6, -2
     dusk_ada = next(line for line in text.splitlines() if "| dusk | adabn |" in line)
     assert "| +2.0 ± 4.2 (1/2) |" in dusk_ada  # paired over no adaptation: +5, -1
 
@@ -165,16 +168,22 @@ def test_shift_scores_a_run_on_source_and_targets(tmp_path, capsys):
     run = tmp_path / "run"
     assert cli(["train", str(config), "--out", str(run)]) == 0
     out = tmp_path / "shift"
-    args = [str(run), "--data-config", str(config), "--data-seed", "3", "--split", "test", "--adabn",
+    args = [str(run), "--data-config", str(config), "--data-seed", "3", "--split", "test", "--adabn", "--rooms",
             "--target", os.path.join(TARGETS, "dusk.yaml"), "--out", str(out)]
     assert shift_main(args) == 0
     result = json.loads((out / "shift.json").read_text())
     got = {(r["domain"], r["method"]) for r in result["rows"]}
-    assert got == {(d, m) for d in ("source", "dusk") for m in ("none", "adabn")}
+    assert got == {(d, m) for d in ("source", "dusk") for m in ("none", "adabn")} | {("dusk/source-look", "none")}
     for r in result["rows"]:
         assert 0.0 <= r["AP50"] <= 1.0 and any(k.startswith("depth/") for k in r)
         assert r["data_seed"] == (3 if r["domain"] == "source" else 10003)
         assert r["adapt_images"] == (4 if r["method"] == "adabn" else 0)
+    # dusk and its source-look reference: the same rooms (geometry) in two looks
+    folders = sorted((out / "data").glob("test-seed10003-*"))
+    assert len(folders) == 2
+    a, b = (SyntheticRooms(root=str(f)) for f in folders)
+    np.testing.assert_array_equal(a.arrays(0)["depth"], b.arrays(0)["depth"])
+    assert not np.array_equal(a.arrays(0)["image"], b.arrays(0)["image"])
     assert "| dusk | none |" in (out / "shift.md").read_text()
     # a rerun re-uses every stored result
     mtimes = {p: p.stat().st_mtime_ns for p in (out / "results").iterdir()}

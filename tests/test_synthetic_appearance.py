@@ -222,8 +222,12 @@ def test_domains_look_the_way_they_are_named():
     # dusk: darker and warmer (measured in light, i.e. before the tone curve)
     assert _luminance(dusk) < 0.8 * _luminance(src)
     assert _ratio_rb(dusk) > 1.5 * _ratio_rb(src)
-    # showroom: cooler
-    assert _ratio_rb(show) < _ratio_rb(src)
+    # showroom: cooler, softer (blur), more colourful (saturated finishes)
+    assert _ratio_rb(show) < 0.95 * _ratio_rb(src)
+    sharp = lambda x: np.mean([np.abs(laplace(i.astype(float).mean(-1))).mean() for i in x])  # noqa: E731
+    assert sharp(show) < 0.85 * sharp(src)
+    chroma = lambda x: float((x.max(-1).astype(float) - x.min(-1)).mean())  # noqa: E731
+    assert chroma(show) > 1.2 * chroma(src)
 
 
 @pytest.mark.parametrize("look, message", [

@@ -12,6 +12,10 @@ each target is that section with a target file's overlay on it
 (:mod:`.targets`: its seeds offset by the data seed). Every synthetic split is
 rendered once into ``--data-dir`` (default ``OUT/data``) and read packed.
 
+With ``--rooms``, each target's rooms are also scored in the source's look
+(domain ``NAME/source-look``): the paired reference that separates the
+look's effect from that of drawing other rooms.
+
 For every run and domain: ``none`` (the model as trained) and, with
 ``--adabn``, ``adabn`` (BatchNorm statistics re-estimated on the domain's
 *train* images, unlabelled: :func:`.adabn.adabn`), scored on ``--split``.
@@ -49,8 +53,18 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def domains(data_config: str, targets: Sequence[str], data_seed: int) -> Dict[str, Dict[str, Any]]:
-    """Domain name -> data section: ``source`` then one per target file (named by its stem)."""
+#: suffix of a target's rooms rendered in the source's look (``--rooms``)
+SOURCE_LOOK = "/source-look"
+#: the dataset options that make a synthetic domain's look (dropped for its source-look reference)
+LOOK_OPTIONS = ("domain", "appearance")
+
+
+def domains(data_config: str, targets: Sequence[str], data_seed: int,
+            rooms: bool = False) -> Dict[str, Dict[str, Any]]:
+    """Domain name -> data section: ``source`` then one per target file (named
+    by its stem); with ``rooms``, after each target ``NAME/source-look``: the
+    same rooms (its seeds) in the source's look, the paired reference that
+    separates the look's effect from the sampling of other rooms."""
     from mtlkit.config import load_config
 
     data = load_config(data_config, validate=False).get("data")
@@ -63,6 +77,10 @@ def domains(data_config: str, targets: Sequence[str], data_seed: int) -> Dict[st
         if name in out:
             raise ConfigError(f"--target {path}: a domain named {name!r} is already given")
         out[name] = target_data(source, load_target(path), data_seed)
+        if rooms:
+            out[name + SOURCE_LOOK] = {k: ({o: v for o, v in spec.items() if o not in LOOK_OPTIONS}
+                                           if k in ("train", "val", "test") and isinstance(spec, Mapping) else spec)
+                                       for k, spec in out[name].items()}
     return out
 
 
@@ -135,7 +153,7 @@ def score_run(run_dir: str, doms: Mapping[str, Mapping[str, Any]], split: str, m
     batch_size = int(cfg["data"].get("batch_size", 8))
     rows = []
     for domain, data in doms.items():
-        for method in methods:
+        for method in (methods[:1] if domain.endswith(SOURCE_LOOK) else methods):
             key = _digest({"checkpoint": os.path.abspath(checkpoint), "size": stat.st_size, "mtime": stat.st_mtime_ns,
                            "eval": data[split], "adapt": data.get("train") if method != "none" else None,
                            "method": method, "split": split, "image_size": data.get("image_size")})
@@ -183,13 +201,15 @@ def _paired(a: Sequence[float], b: Sequence[float]) -> str:
 def table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Markdown: per model, domain and method, mAP@0.5 and mAP@[.5:.95] (mean ±
     std over seeds), the paired change from the same model on the source (as
-    trained) and AdaBN's paired gain over no adaptation on the same domain;
-    "(k/n)": positive on k of n seeds."""
+    trained), from the same rooms in the source look (when scored: ``--rooms``)
+    and AdaBN's paired gain over no adaptation on the same domain; "(k/n)":
+    positive on k of n seeds."""
     by = defaultdict(dict)  # (model, domain, method) -> seed -> row
     for r in rows:
         by[(r["model"], r["domain"], r["method"])][r["seed"]] = r
     lines = ["| model | domain | method | seeds | mAP@0.5 | mAP@[.5:.95] | vs source, @0.5 | vs source, @[.5:.95] "
-             "| AdaBN gain, @0.5 | AdaBN gain, @[.5:.95] |", "|---" * 10 + "|"]
+             "| vs its rooms in the source look, @0.5 | @[.5:.95] | AdaBN gain, @0.5 | AdaBN gain, @[.5:.95] |",
+             "|---" * 12 + "|"]
     models = list(dict.fromkeys(r["model"] for r in rows))
     doms = list(dict.fromkeys(r["domain"] for r in rows))
     for model in models:
@@ -204,13 +224,17 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
                 vs = ["", ""]
                 if domain != "source" and all(s in src for s in seeds):
                     vs = [_paired(get(cell, k), [src[s][k] for s in seeds]) for k in ("AP50", "AP")]
+                same = ["", ""]
+                ref = by.get((model, domain + SOURCE_LOOK, "none"), {})
+                if ref and all(s in ref for s in seeds):
+                    same = [_paired(get(cell, k), [ref[s][k] for s in seeds]) for k in ("AP50", "AP")]
                 gain = ["", ""]
                 plain = by.get((model, domain, "none"), {})
                 if method != "none" and all(s in plain for s in seeds):
                     gain = [_paired(get(cell, k), [plain[s][k] for s in seeds]) for k in ("AP50", "AP")]
                 lines.append(f"| {model} | {domain} | {method} | {','.join(map(str, seeds))} | "
                              f"{_mean_std(get(cell, 'AP50'))} | {_mean_std(get(cell, 'AP'))} | "
-                             f"{vs[0]} | {vs[1]} | {gain[0]} | {gain[1]} |")
+                             f"{vs[0]} | {vs[1]} | {same[0]} | {same[1]} | {gain[0]} | {gain[1]} |")
     return "\n".join(lines) + "\n"
 
 
@@ -222,6 +246,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--data-seed", type=int, default=0, help="the source's data seed (default 0)")
     parser.add_argument("--split", default="val", choices=["val", "test"], help="split scored (default val)")
     parser.add_argument("--adabn", action="store_true", help="also score after AdaBN on each domain's train images")
+    parser.add_argument("--rooms", action="store_true",
+                        help="also score each target's rooms in the source look (NAME/source-look), the "
+                             "paired reference of the shift")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--data-dir", help="where splits are rendered (default OUT/data)")
     parser.add_argument("--workers", type=int, default=1, help="rendering processes (default 1)")
@@ -239,13 +266,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ConfigError("--threads and --workers must be >= 1")
         torch.set_num_threads(args.threads)
         methods = METHODS if args.adabn else METHODS[:1]
-        doms = domains(args.data_config, args.target, args.data_seed)
+        doms = domains(args.data_config, args.target, args.data_seed, rooms=args.rooms)
         data_dir = args.data_dir or os.path.join(args.out, "data")
         started = time.perf_counter()
         seeds = {name: data[args.split].get("seed") for name, data in doms.items()
                  if isinstance(data.get(args.split), Mapping)}
-        for data in doms.values():
-            for split in {args.split, *(["train"] if args.adabn else [])}:
+        for name, data in doms.items():
+            adapts = args.adabn and not name.endswith(SOURCE_LOOK)
+            for split in dict.fromkeys([args.split, *(["train"] if adapts else [])]):
                 if not isinstance(data.get(split), Mapping):
                     raise ConfigError(f"{args.data_config}: data.{split} is missing")
                 data[split] = rendered(data[split], data_dir, args.workers, progress=sys.stderr.isatty())
@@ -255,7 +283,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             rows += score_run(run, doms, args.split, methods, args.out, seeds, args.device,
                               log=lambda m: print(m, file=sys.stderr))
         info = {"data_config": args.data_config, "data_seed": args.data_seed, "split": args.split,
-                "targets": list(args.target), "methods": list(methods), "threads": args.threads,
+                "targets": list(args.target), "rooms": args.rooms, "methods": list(methods),
+                "threads": args.threads,
                 "render_seconds": round(render_seconds, 1),
                 "total_seconds": round(time.perf_counter() - started, 1)}
         os.makedirs(args.out, exist_ok=True)

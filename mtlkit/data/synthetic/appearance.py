@@ -119,13 +119,13 @@ DOMAINS: Dict[str, Dict[str, Any]] = {
         "white_balance": [1.05, 1.0, 0.9], "shot_noise": 0.04,
     },
     # a refurnished showroom under cool light from several ceiling lamps, seen
-    # by another camera: shifted, more saturated finishes with more patterns,
-    # a harder tone curve and a softer lens
+    # by another camera: turned, more saturated finishes with more and finer
+    # patterns, a flatter tone curve, a cool white balance and a softer lens
     "showroom": {
         "light_temperature": 5000.0, "lights": 3, "light_intensity": 1.3, "ambient_intensity": 1.2,
         "hue_shift": 140.0, "saturation": 1.5, "texture_scale": 1.8, "texture_contrast": 1.5,
         "textures": [0.15, 0.25, 0.2, 0.1, 0.1, 0.2], "gamma": 2.2,
-        "white_balance": [0.92, 1.0, 1.1], "blur": 2.0,
+        "white_balance": [0.92, 1.0, 1.1], "blur": 4.0,
     },
 }
 
