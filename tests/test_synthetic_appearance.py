@@ -301,3 +301,18 @@ def test_render_refuses_a_drawing_appearance_without_its_streams():
     layout, mesh = _scene()
     with pytest.raises(ValueError, match="streams"):
         render(layout, 24, 32, sample_rng(5, "train", 2), mesh=mesh, appearance=make_appearance(None, {"lights": 2}))
+
+
+def test_domain_preview(tmp_path):
+    from PIL import Image
+
+    from mtlkit.data.synthetic.preview import _main, domain_grid
+
+    grid = domain_grid(1, "val", [0, 2], ["source", "dusk"], (24, 32))
+    assert grid.shape == (14 + 2 * 24, 3 * 32, 3) and grid.dtype == np.uint8
+    dusk = generate_sample(1, "val", 2, make_options((24, 32), domain="dusk"))["image"]
+    np.testing.assert_array_equal(grid[14 + 24:, 32:64], dusk)  # row 2, column 2: the dusk image as rendered
+    out = tmp_path / "domains.png"
+    assert _main(["--out", str(out), "--indices", "0", "--size", "24", "32", "--domains", "source", "showroom"]) == 0
+    with Image.open(out) as picture:
+        assert picture.size == (3 * 32, 14 + 24) and picture.mode == "P"

@@ -380,14 +380,6 @@ def tone_lut(gamma: float, steps: int = 4096) -> np.ndarray:
     return lut
 
 
-def describe(look: Optional[Appearance]) -> str:
-    """One line: the options that differ from the source's."""
-    if look is None:
-        return "source"
-    diff = {k: v for k, v in look.to_dict().items() if v != SOURCE.to_dict()[k]}
-    return ", ".join(f"{k}={v}" for k, v in diff.items())
-
-
 __all__ = ["APPEARANCE_STREAM", "Appearance", "DOMAINS", "RANGES", "SOURCE", "Streams", "appearance_streams",
-           "describe", "expose", "hsv_to_rgb", "light_pixels", "light_positions", "make_appearance",
+           "expose", "hsv_to_rgb", "light_pixels", "light_positions", "make_appearance",
            "restyle_materials", "restyled_shading", "rgb_to_hsv", "temperature_rgb", "tone_lut"]

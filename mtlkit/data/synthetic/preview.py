@@ -97,10 +97,14 @@ def _main(argv=None) -> int:
     parser.add_argument("--split", default="val")
     parser.add_argument("--indices", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--size", type=int, nargs=2, default=(120, 160), metavar=("H", "W"))
+    parser.add_argument("--colours", type=int, default=256,
+                        help="palette size of the PNG (default 256: a quarter of the bytes); 0: full RGB")
     args = parser.parse_args(argv)
-    grid = domain_grid(args.seed, args.split, args.indices, args.domains, tuple(args.size))
+    picture = Image.fromarray(domain_grid(args.seed, args.split, args.indices, args.domains, tuple(args.size)))
+    if args.colours:
+        picture = picture.quantize(min(max(args.colours, 2), 256))
     with atomic_write(args.out, "wb") as handle:
-        Image.fromarray(grid).save(handle, format="PNG", optimize=True)
+        picture.save(handle, format="PNG", optimize=True)
     return 0
 
 
