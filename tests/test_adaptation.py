@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mtlkit.adaptation import adabn, batchnorm_layers, load_target, target_data
-from mtlkit.adaptation.shift import main as shift_main, table
+from mtlkit.research.shift import main as shift_main, table
 from mtlkit.adaptation.targets import with_data_seed
 from mtlkit.cli import main as cli
 from mtlkit.config import load_config

@@ -49,6 +49,8 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     # the built-ins registered as plugins (they import what they register)
     ("plugins", ("mtlkit_plugins",)),
     ("engine", ("mtlkit.engine",)),
+    # test-time adaptation: steps and hooks on the engine's trainer (``mtlkit adapt``)
+    ("adaptation", ("mtlkit.adaptation",)),
     ("applications", ("mtlkit.research", "mtlkit.commands", "mtlkit.cli", "mtlkit.__main__")),
 ]
 

@@ -36,6 +36,7 @@ changing one stage's options does not move another's draws.
 
 from __future__ import annotations
 
+import difflib
 import functools
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
@@ -141,8 +142,6 @@ RANGES: Dict[str, Tuple[float, float]] = {
 
 
 def _did_you_mean(name: str, choices) -> str:
-    import difflib
-
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -9,6 +10,11 @@ from PIL import Image, ImageDraw
 
 from mtlkit import viz
 from mtlkit.utils.io import atomic_write
+
+from .appearance import DOMAINS
+from .generate import generate_sample, make_options
+from .objects import CLASSES
+from .scenes import SCENES
 
 
 def depth_picture(depth: np.ndarray, mask: np.ndarray, max_depth: float = 10.0) -> np.ndarray:
@@ -60,10 +66,6 @@ def domain_grid(seed: int, split: str, indices: Sequence[int], domains: Sequence
     """The same scenes under several appearance domains, one row per sample:
     [domain 1 (with the labelled boxes) | domain 2 | ... | depth], with a
     caption row naming the columns."""
-    from .generate import generate_sample, make_options
-    from .objects import CLASSES
-    from .scenes import SCENES
-
     options = [make_options(image_size, domain=name) for name in domains]
     rows = []
     for index in indices:
@@ -86,10 +88,6 @@ def domain_grid(seed: int, split: str, indices: Sequence[int], domains: Sequence
 def _main(argv=None) -> int:
     """``python -m mtlkit.data.synthetic.preview --out PNG [--domains ...]``: the
     same scenes under several domains side by side (docs/synthetic.md's picture)."""
-    import argparse
-
-    from .appearance import DOMAINS
-
     parser = argparse.ArgumentParser(prog="python -m mtlkit.data.synthetic.preview", description=_main.__doc__)
     parser.add_argument("--out", required=True, help="PNG to write")
     parser.add_argument("--domains", nargs="+", default=list(DOMAINS), help="columns (default: every domain)")

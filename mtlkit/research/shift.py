@@ -41,10 +41,20 @@ from collections import defaultdict
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader
 
+from mtlkit.adaptation.adabn import adabn
+from mtlkit.adaptation.hooks import flat_scores
+from mtlkit.adaptation.targets import load_target, target_data, with_data_seed
+from mtlkit.config import load_config
+from mtlkit.data import build_split, collate
+from mtlkit.data.synthetic import SyntheticRooms
+from mtlkit.data.synthetic.writer import write_set
+from mtlkit.engine.evaluator import build_eval_model, evaluate_model
+from mtlkit.engine.runtime import resolve_config, select_device
 from mtlkit.errors import ConfigError, MtlkitError
-
-from .targets import load_target, target_data, with_data_seed
+from mtlkit.utils.io import atomic_write
 
 METHODS = ("none", "adabn")
 
@@ -65,8 +75,6 @@ def domains(data_config: str, targets: Sequence[str], data_seed: int,
     by its stem); with ``rooms``, after each target ``NAME/source-look``: the
     same rooms (its seeds) in the source's look, the paired reference that
     separates the look's effect from the sampling of other rooms."""
-    from mtlkit.config import load_config
-
     data = load_config(data_config, validate=False).get("data")
     if not isinstance(data, Mapping):
         raise ConfigError(f"{data_config}: no data section to take the source domain from")
@@ -89,9 +97,6 @@ def rendered(spec: Mapping[str, Any], data_dir: str, workers: int, progress: boo
     reading it; other specs as they are."""
     if spec.get("type", spec.get("name")) != "synthetic" or spec.get("root") or spec.get("cache_dir"):
         return dict(spec)
-    from mtlkit.data.synthetic import SyntheticRooms
-    from mtlkit.data.synthetic.cli import write_set
-
     options = {k: v for k, v in spec.items() if k not in ("type", "name", "label_subset")}
     dataset = SyntheticRooms(**options)
     folder = os.path.join(data_dir, f"{dataset.split}-seed{dataset.seed}-{_digest(dataset.config)}")
@@ -101,30 +106,15 @@ def rendered(spec: Mapping[str, Any], data_dir: str, workers: int, progress: boo
 
 
 def _dataset(data: Mapping[str, Any], spec: Mapping[str, Any]):
-    from mtlkit.data import build_split
-
     section = {k: v for k, v in data.items() if k not in ("train", "val", "test")}
     section["test"] = dict(spec)
     return build_split(section, "test", train=False, seed=0)
 
 
 def _batches(dataset, batch_size: int, device, channels_last: bool):
-    import torch
-    from torch.utils.data import DataLoader
-
-    from mtlkit.data import collate
-
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate):
         images = batch["image"].to(device)
         yield images.contiguous(memory_format=torch.channels_last) if channels_last else images
-
-
-def _row_metrics(values: Mapping[str, Mapping[str, float]], primary: str) -> Dict[str, float]:
-    row = {k: float(v) for k, v in values.get(primary, {}).items() if k in ("AP", "AP50", "AP75")}
-    for task, metrics in values.items():
-        if task != primary:
-            row.update({f"{task}/{k}": float(v) for k, v in metrics.items()})
-    return row
 
 
 def score_run(run_dir: str, doms: Mapping[str, Mapping[str, Any]], split: str, methods: Sequence[str],
@@ -132,14 +122,6 @@ def score_run(run_dir: str, doms: Mapping[str, Mapping[str, Any]], split: str, m
               log=print) -> List[Dict[str, Any]]:
     """Rows of one run: every (domain, method), scored on ``split`` (see the
     module docstring); ``data_seeds``: domain -> the data seed of its split, for the rows."""
-    from mtlkit.config import load_config
-    from mtlkit.data import collate
-    from mtlkit.engine.evaluator import build_eval_model, evaluate_model
-    from mtlkit.engine.runtime import resolve_config, select_device
-    from mtlkit.utils.io import atomic_write
-
-    from .adabn import adabn
-
     config_path, checkpoint = os.path.join(run_dir, "config.yaml"), os.path.join(run_dir, "last.pt")
     for path in (config_path, checkpoint):
         if not os.path.isfile(path):
@@ -173,7 +155,7 @@ def score_run(run_dir: str, doms: Mapping[str, Mapping[str, Any]], split: str, m
             values, _, _ = evaluate_model(model, _dataset(data, data[split]), batch_size, collate, device)
             row = {"run": run_dir, "model": cfg.get("name") or os.path.basename(os.path.dirname(run_dir)),
                    "seed": int(cfg["train"]["seed"]), "data_seed": data_seeds.get(domain), "domain": domain,
-                   "split": split, "method": method, **_row_metrics(values, primary),
+                   "split": split, "method": method, **flat_scores(values, primary),
                    "eval_seconds": round(time.perf_counter() - start, 2),
                    "adapt_seconds": round(adapt_seconds, 2), "adapt_images": adapt_images,
                    "iteration": meta.get("iteration")}
@@ -256,10 +238,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--device", help="device (default: each run's train.device)")
     args = parser.parse_args(argv)
     try:
-        import torch
-
-        from mtlkit.utils.io import atomic_write
-
         if args.data_seed < 0:
             raise ConfigError(f"--data-seed must be >= 0, got {args.data_seed}")
         if args.threads < 1 or args.workers < 1:
