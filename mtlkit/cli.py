@@ -22,6 +22,7 @@ COMMANDS = {
     "train": ("mtlkit.commands.train", "train a model from a config"),
     "eval": ("mtlkit.commands.evaluate", "evaluate a checkpoint on a dataset"),
     "detect": ("mtlkit.commands.detect", "run a checkpoint on images and draw predictions"),
+    "adapt": ("mtlkit.commands.adapt", "adapt a trained model to a target domain at test time"),
     "ablate": ("mtlkit.commands.ablate", "reproduce the paper's ablation on a dataset"),
     "pretrain": ("mtlkit.commands.pretrain", "pre-train a backbone on RGB-only synthetic labels (scene, crops)"),
     "bench": ("mtlkit.commands.bench", "run the benchmark suites"),

@@ -88,6 +88,12 @@ class Task(abc.ABC):
     #: the metrics a summary table shows for this task: metric name (a key of
     #: its metric's ``compute()``) -> (column title, factor applied for display)
     headline_metrics: ClassVar[Dict[str, Tuple[str, float]]] = {}
+    #: whether the label is measured with the image rather than annotated
+    #: (depth from an RGB-D sensor, normals computed from it): test-time
+    #: adaptation keeps it on unlabelled target images and minimises this
+    #: task's loss there (:mod:`mtlkit.adaptation`); annotations (boxes, scene
+    #: classes) are dropped
+    sensor: ClassVar[bool] = False
 
     def __init__(self, name: str, options: Optional[Mapping[str, Any]] = None):
         self.name = name
@@ -136,6 +142,13 @@ class Task(abc.ABC):
         the label is in ``batch[batch_keys[0]]``)."""
         return labelled(batch, self.name, batch_size, self.derived_from, device,
                         key=self.batch_keys[0] if self.batch_keys else None)
+
+    def class_logits(self, prediction: Any) -> Optional[torch.Tensor]:
+        """Primary task: the raw prediction's class logits (B, N, C), one
+        distribution per anchor / prior (class 0 the background), for an
+        entropy objective at test time (TENT, :mod:`mtlkit.adaptation`);
+        None when the task has no class posterior."""
+        return None
 
     def rescale(self, prediction: Any, from_size: Tuple[int, int],
                 to_sizes: Sequence[Tuple[int, int]]) -> Any:

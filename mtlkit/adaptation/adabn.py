@@ -26,7 +26,7 @@ def batchnorm_layers(model: nn.Module) -> List[_BatchNorm]:
     return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
 
 
-class _Moments:
+class Moments:
     """Per-channel sums of one layer's inputs (float64)."""
 
     def __init__(self) -> None:
@@ -43,6 +43,12 @@ class _Moments:
         self.sum_sq = sq if self.sum_sq is None else self.sum_sq + sq
         self.count += x.numel() // x.shape[1]
 
+    def state_dict(self) -> Dict[str, object]:
+        return {"count": self.count, "sum": self.sum, "sum_sq": self.sum_sq}
+
+    def load_state_dict(self, state: Dict[str, object]) -> None:
+        self.count, self.sum, self.sum_sq = int(state["count"]), state["sum"], state["sum_sq"]
+
     def mean_var(self):
         mean = self.sum / self.count
         return mean, (self.sum_sq / self.count - mean * mean).clamp_min(0.0)
@@ -57,7 +63,7 @@ def adabn(model: nn.Module, images: Iterable[torch.Tensor]) -> int:
     :raises DataError: when ``images`` yields nothing.
     """
     layers = batchnorm_layers(model)
-    moments: Dict[_BatchNorm, _Moments] = {bn: _Moments() for bn in layers}
+    moments: Dict[_BatchNorm, Moments] = {bn: Moments() for bn in layers}
     hooks = [bn.register_forward_pre_hook(moments[bn]) for bn in layers]
     model.eval()
     saved = [(bn, bn.momentum, bn.num_batches_tracked.clone()) for bn in layers]

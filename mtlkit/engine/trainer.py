@@ -109,7 +109,8 @@ class Trainer:
     :param hooks: hooks run after the default ones (:meth:`default_hooks`).
 
     A subclass may replace :meth:`build_model`, :meth:`build_datasets`,
-    :meth:`default_step` and :meth:`default_hooks`. While it runs, :attr:`state` is the
+    :meth:`default_step`, :meth:`default_hooks` and :meth:`build_sampler`.
+    While it runs, :attr:`state` is the
     :class:`~mtlkit.engine.state.RunState` and :attr:`hooks` the hooks in
     call order.
     """
@@ -154,6 +155,12 @@ class Trainer:
         subclass may choose by the model, e.g. by its loss weighting):
         :class:`~mtlkit.engine.step.TrainStep`."""
         return TrainStep()
+
+    def build_sampler(self, dataset_size: int, batch_size: int) -> ShardedBatches:
+        """The order of the training batches: by default shuffled per epoch
+        and sharded over the processes (:class:`~mtlkit.engine.data.ShardedBatches`);
+        a subclass may stream the data in order instead (test-time adaptation)."""
+        return ShardedBatches(dataset_size, batch_size, dist.world_size(), dist.rank(), int(self.tc["seed"]))
 
     def default_hooks(self) -> List[HookBase]:
         """The hooks of every run, in call order (see :mod:`mtlkit.engine.hooks`)."""
@@ -273,7 +280,7 @@ class Trainer:
         if self.step.uses_optimizer:
             state.optimizer = build_optimizer(model, tc["optimizer"])
             state.schedule = LRSchedule(state.optimizer, state.iters, tc["schedule"])
-        state.sampler = ShardedBatches(len(train_set), batch_size, world, dist.rank(), seed)
+        state.sampler = self.build_sampler(len(train_set), batch_size)
         # Everything is checked (config, data, model, checkpoint): only now is --out written.
         self._start_run_dir(model, ckpt)
         state.amp_dtype = amp_dtype_for(tc, device, state.note)

@@ -141,6 +141,8 @@ class DepthTask(AuxiliaryTask):
 
     is_regression = True
     batch_keys = ("depth", "depth_mask")
+    #: measured by the RGB-D sensor with the image: kept on unlabelled target data
+    sensor = True
     headline_metrics = {"abs_rel": ("abs-rel", 1.0), "delta1": ("δ<1.25 %", 100.0)}
     defaults = {"loss": "berhu", "berhu_c": 0.2, "huber_delta": 1.0, "group": 128,
                 "min_depth": 1e-3, "vis_max_depth": 10.0, "colormap": "turbo"}
@@ -238,6 +240,8 @@ class NormalsTask(AuxiliaryTask):
 
     is_regression = True
     batch_keys = ("normals", "normals_mask")
+    #: computed from the sensor's depth: kept on unlabelled target data
+    sensor = True
     headline_metrics = {"mean": ("mean °", 1.0), "within_22.5": ("< 22.5° %", 1.0)}
     defaults = {"group": 128}
     #: x flips with the image; resized maps are renormalised

@@ -169,6 +169,10 @@ class DetectionTask(Task):
             raise LabelError(f"detection labels must be in 1..{self.num_classes} (0 is background), "
                              f"got {lo}..{hi}: does model.tasks.{self.name}.num_classes fit the data?")
 
+    def class_logits(self, prediction: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, P, C) logits of every prior, class 0 the background."""
+        return prediction["conf"]
+
     # -- evaluation side -----------------------------------------------------
     def postprocess(self, prediction: Dict[str, torch.Tensor],
                     image_size: Tuple[int, int]) -> List[Dict[str, torch.Tensor]]:
