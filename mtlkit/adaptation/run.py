@@ -112,7 +112,8 @@ def adapt_config(config: Any, target: Optional[str], *, steps: int, lr: Optional
     source = copy.deepcopy(dict(run_config(config, overrides)))
     data = source["data"]
     if target is not None:
-        data = target_data(with_data_seed(data, data_seed), parse_target(target), data_seed)
+        overlay = {split: spec for split, spec in parse_target(target).items() if split in ("train", "test")}
+        data = target_data(with_data_seed(data, data_seed), overlay, data_seed)
     for split in ("train", "test"):
         if not isinstance(data.get(split), Mapping):
             raise ConfigError(f"the target has no data.{split} split (offline adaptation reads its train "
@@ -136,7 +137,8 @@ def adapt(config: Any, checkpoint: Optional[str], target: Optional[str], out: st
           lr: Optional[float] = None, batch: Optional[int] = None, seed: int = 0, data_seed: int = 0,
           data_dir: Optional[str] = None, workers: int = 1, resume: bool = False, progress: bool = True,
           overrides: Sequence[str] = (), train_dataset: Any = None, test_dataset: Any = None,
-          before: Optional[Mapping[str, float]] = None, log: Callable[[str], None] = print) -> Dict[str, Any]:
+          before: Optional[Mapping[str, float]] = None, hooks: Sequence[Any] = (),
+          log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Adapt ``checkpoint`` (a model of ``config``) to ``target`` and write
     ``out`` (module docstring); returns ``adapt.json``'s record.
 
@@ -154,6 +156,7 @@ def adapt(config: Any, checkpoint: Optional[str], target: Optional[str], out: st
     :param data_seed: the source's data seed the target's seeds are offset by.
     :param data_dir: where generated target splits are rendered once (default ``OUT/data``).
     :param train_dataset, test_dataset: prebuilt target datasets (tests).
+    :param hooks: extra trainer hooks (:class:`mtlkit.engine.hooks.HookBase`), run after the adaptation's.
     :param before: the model's target test scores when already known (several
         methods from one checkpoint: scored once); default scored here.
     """
@@ -186,7 +189,7 @@ def adapt(config: Any, checkpoint: Optional[str], target: Optional[str], out: st
     plain["train"]["iters"] = int(iters)
     cfg = run_config(plain)
     model, _ = build_eval_model(cfg, checkpoint, torch.device("cpu"))
-    step = STEPS[method]() if method == "adabn" else STEPS[method](params)
+    step = STEPS[method]() if method == "adabn" else STEPS[method](params, cumulative_stats=online)
     info = {"config": config if isinstance(config, str) else None, "checkpoint": checkpoint,
             "target": target, "method": method, "mode": mode,
             "params": None if isinstance(step, AdaBNStep) else params, "steps": int(iters), "lr": lr,
@@ -197,7 +200,7 @@ def adapt(config: Any, checkpoint: Optional[str], target: Optional[str], out: st
         hook.before = dict(before)
     started = time.perf_counter()
     trainer = AdaptTrainer(cfg, out, resume=resume, model=model, train_dataset=adapt_set, step=step,
-                           hooks=[hook], online=online)
+                           hooks=[hook, *hooks], online=online)
     trainer.run()
     with open(os.path.join(out, "adapt.json")) as handle:
         record = json.load(handle)

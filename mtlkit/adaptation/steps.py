@@ -42,14 +42,17 @@ def first_batch(state: RunState) -> Dict[str, Any]:
 class GradientAdaptStep(TrainStep):
     """A step that fits the parameters chosen by ``params``
     (:mod:`.params`) to an objective of :meth:`objective`; everything else is
-    frozen and in evaluation mode."""
+    frozen and in evaluation mode. The moving BatchNorm layers normalise with
+    each batch's statistics and update their running ones: by their momentum,
+    or with ``cumulative_stats`` (online) as the mean over every batch seen."""
 
     #: the method's name (adapt.json, the logs)
     method = ""
 
-    def __init__(self, params: str) -> None:
+    def __init__(self, params: str, cumulative_stats: bool = False) -> None:
         super().__init__()
         self.params = params
+        self.cumulative_stats = bool(cumulative_stats)
         self.norms: List[nn.Module] = []
 
     def setup(self, state: RunState) -> None:
@@ -59,6 +62,12 @@ class GradientAdaptStep(TrainStep):
         moving = freeze_all_but(core, modules)
         if not moving:
             raise ConfigError(f"--params {self.params}: this model has no parameter there to adapt")
+        if self.cumulative_stats:
+            # online: the moving layers' running statistics become the mean over the
+            # target batches seen so far (the first prediction uses the first batch's)
+            for bn in self.norms:
+                bn.momentum = None
+                bn.num_batches_tracked.zero_()
 
     def forward(self, state: RunState, batch: Dict[str, Any]) -> Losses:
         set_adapt_modes(state.core, self.norms)

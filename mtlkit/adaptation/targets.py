@@ -87,19 +87,23 @@ def target_data(source: Mapping[str, Any], overlay: Mapping[str, Any], data_seed
     return out
 
 
-def parse_target(text: str) -> Dict[str, Any]:
-    """``--target``: a target file (:func:`load_target`), or inline YAML: a
+def parse_target(text: Any) -> Dict[str, Any]:
+    """``--target``: a target file (:func:`load_target`), or inline YAML (or
+    its mapping, from Python): a
     mapping of splits (``{train: {...}, test: {...}}``) or one dataset spec
     for both the train and the test split (``{domain: dusk, seed: 10000}``
     over the source's, or ``{type: coco, ...}`` replacing them).
 
     :raises ConfigError: a missing file, or text that is neither."""
-    if os.path.isfile(text):
+    if isinstance(text, Mapping):
+        value = text
+    elif os.path.isfile(text):
         return load_target(text)
-    try:
-        value = yaml_load(text)
-    except yaml.YAMLError:
-        value = None
+    else:
+        try:
+            value = yaml_load(text)
+        except yaml.YAMLError:
+            value = None
     if not isinstance(value, Mapping):
         raise ConfigError(f"--target {text}: no such file, and not an inline YAML mapping (expected a target "
                           "file such as configs/synthetic/targets/dusk.yaml or e.g. '{domain: dusk, seed: 10000}')")
