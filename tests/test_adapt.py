@@ -239,3 +239,32 @@ def test_metric_state_round_trips_through_a_checkpoint(tmp_path, sources):
 def test_entropy_is_that_of_the_softmax():
     logits = torch.tensor([[[0.0, 0.0], [10.0, -10.0]]])
     assert mean_entropy(logits).item() == pytest.approx((torch.log(torch.tensor(2.0)).item() + 0.0) / 2, abs=1e-6)
+
+
+def _row(model, seed, domain, tag, method, mode, ap50, depth=0.25, normals=32.0, objective=(1.0, 0.5)):
+    return {"model": model, "seed": seed, "domain": domain, "tag": tag, "method": method, "mode": mode,
+            "before": {"AP50": 0.10, "AP": 0.03, "depth/abs_rel": 0.25, "normals/mean": 32.0},
+            "after": {"AP50": ap50, "AP": ap50 / 3, "depth/abs_rel": depth, "normals/mean": normals},
+            "objective": {"first": {"depth": objective[0]}, "last": {"depth": objective[1]}}}
+
+
+def test_the_adaptation_table_pairs_seeds_and_flags_the_ttt_failure():
+    from mtlkit.research.adapt_table import table, ttt_check
+
+    rows = []
+    for s in (0, 1, 2):
+        rows += [_row("rock", s, "source", "none", "adabn", "offline", 0.36),
+                 _row("rock", s, "dusk", "none", "adabn", "offline", 0.10 + 0.01 * s),
+                 _row("rock", s, "dusk", "adabn", "adabn", "offline", 0.27),
+                 _row("rock", s, "dusk", "aux-offline", "aux", "offline", 0.30 + 0.01 * s, depth=0.2, normals=30.0),
+                 _row("rock", s, "dusk", "aux-online", "aux", "online", 0.08, depth=0.2, normals=30.0)]
+    text = table(rows)
+    offline = next(line for line in text.splitlines() if "aux, offline" in line)
+    # gain paired per seed: 0.30 + s/100 - (0.10 + s/100) = 20 points on every seed, no spread
+    assert "+20.0 ± 0.0 (3/3)" in offline
+    # the shift: 36 - (10, 11, 12) = 75 points lost in all, 60 won back: 80 %
+    assert "| 80 % |" in offline
+    assert "+4.0 ± 1.0 (3/3)" in offline  # vs AdaBN: 30, 31, 32 against 27
+    checks = {line.split("|")[3].strip() + line.split("|")[4].strip(): line.split("|")[-2].strip()
+              for line in ttt_check(rows).splitlines()[2:]}
+    assert checks["aux, offline0"] == "no" and checks["aux, online0"] == "yes"

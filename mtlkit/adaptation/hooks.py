@@ -164,14 +164,13 @@ class TargetScores(HookBase):
         else:
             after = self._evaluate()
         self.log("after:  " + _headline(after))
-        record = {**self.info, "iterations": state.iter,
-                  "images": state.iter and int(state.images_per_step) * state.iter,
+        # images adapted on: offline every batch is full; online the stream is the test set, once
+        images = len(self.test_set) if self.online else int(state.images_per_step) * state.iter
+        record = {**self.info, "iterations": state.iter, "images": images,
                   "adapt_seconds": round(self.adapt_seconds, 2),
                   "before": self.before, "after": after,
                   "gain": {k: after[k] - self.before[k] for k in after if k in (self.before or {})},
                   "objective": self.objective, "checkpoint_out": state.checkpoint_path}
-        if self.online:
-            record["images"] = len(self.test_set)
         with atomic_write(os.path.join(state.out_dir, "adapt.json")) as handle:
             json.dump(record, handle, indent=1)
 

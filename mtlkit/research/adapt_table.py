@@ -133,6 +133,20 @@ def _run_phase(out, phase, models, seeds, domains, runs, data_seed, data_dir, me
     return rows + _pool_map(jobs, workers)
 
 
+def collect(out: str, phase: str) -> List[Dict[str, Any]]:
+    """The rows of every finished job of ``phase`` under ``out`` (labels from their folders)."""
+    rows = []
+    base = os.path.join(out, phase)
+    for dirpath, _, files in os.walk(base):
+        if "adapt.json" not in files:
+            continue
+        model, seed, domain, tag = os.path.relpath(dirpath, base).split(os.sep)
+        with open(os.path.join(dirpath, "adapt.json")) as handle:
+            record = json.load(handle)
+        rows.append({"phase": phase, "model": model, "seed": int(seed[4:]), "domain": domain, "tag": tag, **record})
+    return rows
+
+
 def choose(rows: Sequence[Mapping[str, Any]], method: str) -> Tuple[str, float, Dict[str, float]]:
     """The (params, lr) of ``method`` with the best mean AP50 gain over the tuning rows."""
     gains = defaultdict(list)
@@ -205,6 +219,36 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ttt_check(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown: for every gradient adaptation (aux, TENT), per seed, the
+    objective at its first and last iteration, the auxiliary metrics on the
+    target test images before and after, and the mAP@0.5 gain; "TTT++
+    failure" where the objective was met (aux: depth abs-rel and normals mean
+    angle on the test images both improved; TENT: the entropy fell) while
+    mAP@0.5 fell."""
+    lines = ["| model | target | method | seed | objective first → last | depth abs-rel before → after "
+             "| normals mean ° before → after | mAP@0.5 gain | TTT++ failure |", "|---" * 9 + "|"]
+    for r in sorted(rows, key=lambda r: (r["model"], r["domain"], r["tag"], r["seed"])):
+        if r["method"] not in ("aux", "tent") or r["tag"] == "none":
+            continue
+        first = sum((r["objective"].get("first") or {}).values())
+        last = sum((r["objective"].get("last") or {}).values())
+        b, a = r["before"], r["after"]
+        gain = 100 * (a["AP50"] - b["AP50"])
+        aux_better = (a.get("depth/abs_rel", 0) < b.get("depth/abs_rel", 0)
+                      and a.get("normals/mean", 0) < b.get("normals/mean", 0))
+        # aux: its tasks' test metrics improved (the loss fell where it is scored) while detection fell;
+        # TENT: its objective fell over the run while detection fell
+        improved = aux_better if r["method"] == "aux" else last < first
+        failure = "yes" if improved and gain < 0 else "no"
+        method = r["method"] if r["method"] != "aux" else f"aux, {r['mode']}"
+        lines.append(f"| {r['model'].upper()} | {r['domain']} | {method} | {r['seed']} | {first:.3f} → {last:.3f} | "
+                     f"{b.get('depth/abs_rel', float('nan')):.3f} → {a.get('depth/abs_rel', float('nan')):.3f} | "
+                     f"{b.get('normals/mean', float('nan')):.1f} → {a.get('normals/mean', float('nan')):.1f} | "
+                     f"{gain:+.1f} | {failure} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mtlkit.research.adapt_table", description=__doc__.split("\n")[0])
     parser.add_argument("--final-runs", required=True, help="mtlkit ablate folder of data seed 0 (ssd/, rock/)")
@@ -214,7 +258,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--data-dir", required=True, help="where the target splits are rendered once")
     parser.add_argument("--out", required=True)
     parser.add_argument("--jobs", type=int, default=2, help="processes (one thread each; default 2)")
+    parser.add_argument("--table-only", action="store_true",
+                        help="only write the table of the finished jobs found in --out (a partial run)")
     args = parser.parse_args(argv)
+    if args.table_only:
+        rows = collect(args.out, "final")
+        text = table(rows) + "\n" + ttt_check(rows)
+        with atomic_write(os.path.join(args.out, "adapt_table.partial.md")) as handle:
+            handle.write(text)
+        print(text)
+        return 0
     try:
         started = time.perf_counter()
         tune_domains = {name: _val_overlay(path) for name, path in TARGETS.items()}
@@ -239,7 +292,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.makedirs(args.out, exist_ok=True)
         with atomic_write(os.path.join(args.out, "adapt_table.json")) as handle:
             json.dump({"info": info, "tune": tuned, "rows": final}, handle, indent=1)
-        text = table(final)
+        text = table(final) + "\n" + ttt_check(final)
         with atomic_write(os.path.join(args.out, "adapt_table.md")) as handle:
             handle.write(text)
         print(text)
