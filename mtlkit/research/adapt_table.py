@@ -28,6 +28,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import time
 from collections import defaultdict
@@ -41,8 +42,10 @@ from mtlkit.adaptation.targets import load_target
 from mtlkit.errors import MtlkitError
 from mtlkit.utils.io import atomic_write
 
-CONFIGS = {"ssd": "configs/synthetic/ssd.yaml", "rock": "configs/synthetic/rock.yaml"}
-TARGETS = {"dusk": "configs/synthetic/targets/dusk.yaml", "showroom": "configs/synthetic/targets/showroom.yaml"}
+#: the checkout's configs (this tool runs from a checkout)
+_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
+CONFIGS = {m: os.path.join(_CONFIGS, "synthetic", f"{m}.yaml") for m in ("ssd", "rock")}
+TARGETS = {t: os.path.join(_CONFIGS, "synthetic", "targets", f"{t}.yaml") for t in ("dusk", "showroom")}
 #: the tuning grid of the auxiliary adaptation, and of TENT's learning rate
 AUX_GRID = [(p, lr) for p in ("all_but_head", "last_stage", "bn") for lr in (1e-4, 1e-3)]
 TENT_GRID = [("bn", lr) for lr in (1e-4, 1e-3)]
@@ -268,6 +271,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             handle.write(text)
         print(text)
         return 0
+    # SIGTERM (a deadline's timeout) ends the pool's workers too: they must not outlive the lock
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         started = time.perf_counter()
         tune_domains = {name: _val_overlay(path) for name, path in TARGETS.items()}
