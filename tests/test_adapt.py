@@ -268,3 +268,14 @@ def test_the_adaptation_table_pairs_seeds_and_flags_the_ttt_failure():
     checks = {line.split("|")[3].strip() + line.split("|")[4].strip(): line.split("|")[-2].strip()
               for line in ttt_check(rows).splitlines()[2:]}
     assert checks["aux, offline0"] == "no" and checks["aux, online0"] == "yes"
+
+
+def test_adapt_never_writes_over_a_training_run(sources, tmp_path, capsys):
+    run = os.path.dirname(sources["rock"])  # a training run's folder: its files are train's
+    before = sorted(os.listdir(run))
+    argv = ["adapt", ROCK, "--checkpoint", sources["rock"], "--target", DUSK, "--out", run,
+            "--data-dir", sources["data"], "--steps", "1", "--no-progress"] + [a for o in SMALL for a in ("-o", o)]
+    assert cli(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "written by `mtlkit train`" in err[0], err
+    assert sorted(os.listdir(run)) == before

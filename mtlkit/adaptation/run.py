@@ -28,15 +28,19 @@ from mtlkit.engine import dist
 from mtlkit.engine.data import ShardedBatches
 from mtlkit.engine.evaluator import build_eval_model
 from mtlkit.engine.runtime import run_config
-from mtlkit.engine.trainer import Trainer
+from mtlkit.engine.trainer import RUN_OUTPUTS, Trainer
 from mtlkit.errors import ConfigError
 from mtlkit.options import DATASET_SELECTOR_ALIAS
+from mtlkit.utils.io import check_out_dir
+from mtlkit.utils.outdir import check_claim
 
 from .hooks import StreamOnce, TargetScores
 from .steps import STEPS, AdaBNStep
 from .targets import parse_target, target_data, with_data_seed
 
 METHODS = tuple(STEPS)
+#: what an adaptation writes into ``--out`` besides a training run's files
+ADAPT_JSON, DATA_DIR = "adapt.json", "data"
 MODES = ("offline", "online")
 #: the parameters each gradient method moves when ``--params`` is not given
 DEFAULT_PARAMS = {"aux": "all_but_head", "tent": "bn"}
@@ -47,6 +51,9 @@ DEFAULT_LR = {"aux": 1e-4, "tent": 1e-4}
 class AdaptTrainer(Trainer):
     """The trainer on target data: the datasets given (no validation set);
     online, the test stream in order, each image once."""
+
+    command = "adapt"
+    outputs = RUN_OUTPUTS + (ADAPT_JSON, DATA_DIR)
 
     def __init__(self, *args: Any, online: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -169,8 +176,12 @@ def adapt(config: Any, checkpoint: Optional[str], target: Optional[str], out: st
     plain = adapt_config(config, target, steps=steps or 0, lr=lr, batch=batch, seed=seed,
                          data_seed=data_seed, progress=progress, overrides=overrides)
     cfg = run_config(plain)
+    # before anything is rendered into --out: refuse a folder whose files another command wrote
+    check_out_dir(out)
+    if os.path.isdir(out):
+        check_claim(out, AdaptTrainer.outputs, AdaptTrainer.command)
     if train_dataset is None or test_dataset is None:
-        plain["data"] = render_target(cfg, data_dir or os.path.join(out, "data"), workers, progress)
+        plain["data"] = render_target(cfg, data_dir or os.path.join(out, DATA_DIR), workers, progress)
         cfg = run_config(plain)
     test_set = test_dataset if test_dataset is not None else build_split(cfg, "test", train=False, seed=seed)
     if online:
@@ -202,7 +213,7 @@ def adapt(config: Any, checkpoint: Optional[str], target: Optional[str], out: st
     trainer = AdaptTrainer(cfg, out, resume=resume, model=model, train_dataset=adapt_set, step=step,
                            hooks=[hook, *hooks], online=online)
     trainer.run()
-    with open(os.path.join(out, "adapt.json")) as handle:
+    with open(os.path.join(out, ADAPT_JSON)) as handle:
         record = json.load(handle)
     record["wall_seconds"] = round(time.perf_counter() - started, 2)
     return record

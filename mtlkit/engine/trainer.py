@@ -115,6 +115,11 @@ class Trainer:
     call order.
     """
 
+    #: the command whose outputs the run folder records (:mod:`mtlkit.utils.outdir`)
+    command: str = "train"
+    #: the names the run writes into ``--out`` (claimed before the first write)
+    outputs: Tuple[str, ...] = RUN_OUTPUTS
+
     def __init__(self, cfg: Union[ResolvedConfig, Mapping[str, Any]], out_dir: str, *, resume: bool = False,
                  model: Optional[nn.Module] = None, train_dataset: Any = None,
                  val_dataset: Any = None, collate_fn: Optional[Callable] = None,
@@ -411,7 +416,7 @@ class Trainer:
     # -- the run directory --------------------------------------------------------------------
     def _check_run_dir(self) -> Optional[Dict[str, Any]]:
         """Before anything is written: ``--out`` usable, none of
-        :data:`RUN_OUTPUTS` there that a training run did not write, an
+        :attr:`outputs` there that a training run did not write, an
         existing run only with ``resume``, the same config and a checkpoint
         that can continue it; returns the checkpoint to resume."""
         check_out_dir(self.out_dir)
@@ -435,13 +440,13 @@ class Trainer:
         return ckpt
 
     def _check_outputs(self, ckpt: Optional[Mapping[str, Any]]) -> None:
-        """Refuse when ``--out`` holds a file of :data:`RUN_OUTPUTS` that no
+        """Refuse when ``--out`` holds a file of :attr:`outputs` that no
         training run wrote (the record ``OUT/.mtlkit-outputs.json`` says which
         did). A run folder from before mtlkit kept that record is adopted when
         it is resumed and is one: its ``last.pt`` loaded as a checkpoint, or
         its ``metrics.jsonl`` holds mtlkit's records."""
         if os.path.isdir(self.out_dir) and not self._legacy_run(ckpt):
-            check_claim(self.out_dir, RUN_OUTPUTS, "train")
+            check_claim(self.out_dir, self.outputs, self.command)
 
     def _legacy_run(self, ckpt: Optional[Mapping[str, Any]]) -> bool:
         """A run folder written before mtlkit recorded its outputs, resumed."""
@@ -453,7 +458,7 @@ class Trainer:
 
     def _start_run_dir(self, core: nn.Module, ckpt: Optional[Mapping[str, Any]]) -> None:
         """Check the data's classes against the model's (and the checkpoint's),
-        then claim :data:`RUN_OUTPUTS` in ``--out`` and write ``config.yaml``."""
+        then claim :attr:`outputs` in ``--out`` and write ``config.yaml``."""
         state = self.state
         meta = (ckpt.get("meta") or {}) if ckpt is not None else {}
         check_classes(core, state.train_dataset, state.val_dataset, meta.get("classes"), meta.get("scenes"))
@@ -462,9 +467,9 @@ class Trainer:
             return
         make_out_dir(self.out_dir)
         if self._legacy_run(ckpt):
-            adopt(self.out_dir, RUN_OUTPUTS, "train")
+            adopt(self.out_dir, self.outputs, self.command)
         else:
-            claim(self.out_dir, RUN_OUTPUTS, "train")
+            claim(self.out_dir, self.outputs, self.command)
         if ckpt is None:
             # a run killed before its first checkpoint: start its records over
             RunLogger.truncate(self.out_dir, 0)
