@@ -279,3 +279,14 @@ def test_adapt_never_writes_over_a_training_run(sources, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "written by `mtlkit train`" in err[0], err
     assert sorted(os.listdir(run)) == before
+
+
+def test_the_table_takes_the_training_seed_from_the_job_not_the_records_order_seed(tmp_path):
+    from mtlkit.research.adapt_table import collect
+
+    folder = tmp_path / "final" / "rock" / "seed2" / "dusk" / "none"
+    folder.mkdir(parents=True)
+    (folder / "adapt.json").write_text(json.dumps({"seed": 0, "method": "adabn", "mode": "offline",
+                                                    "before": {}, "after": {}}))
+    (row,) = collect(str(tmp_path), "final")
+    assert row["seed"] == 2 and row["order_seed"] == 0 and row["tag"] == "none"
