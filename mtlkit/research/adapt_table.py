@@ -192,14 +192,15 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
              "|---" * 11 + "|"]
     for model in ("ssd", "rock"):
         src = by.get((model, "source", "none"), {})
+        if src:
+            seeds = sorted(src)
+            lines.append(f"| {model.upper()} | source | none | {_ms([src[s]['after']['AP50'] for s in seeds])} | "
+                         f"{_ms([src[s]['after']['AP'] for s in seeds])} | | | | | | |")
         for domain in ("dusk", "showroom"):
             none = by.get((model, domain, "none"), {})
             if not none:
                 continue
             seeds = sorted(none)
-            if src:
-                lines.append(f"| {model.upper()} | source | none | {_ms([src[s]['after']['AP50'] for s in seeds])} | "
-                             f"{_ms([src[s]['after']['AP'] for s in seeds])} | | | | | | |")
             for method in ("none", "adabn", "tent", "aux-offline", "aux-online"):
                 cell = by.get((model, domain, method))
                 if not cell or sorted(cell) != seeds:
