@@ -90,7 +90,9 @@ def run_job(job: Mapping[str, Any]) -> Dict[str, Any]:
 def _pool_map(jobs: List[Dict[str, Any]], workers: int) -> List[Dict[str, Any]]:
     if workers == 1 or len(jobs) < 2:
         return [run_job(j) for j in jobs]
-    with multiprocessing.get_context("fork").Pool(workers, maxtasksperchild=4) as pool:
+    # no maxtasksperchild: the SSD phase of the first table run hung with it (a worker replaced
+    # mid-map; cause not confirmed) and a worker keeps little between jobs
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
         return pool.map(run_job, jobs, chunksize=1)
 
 
