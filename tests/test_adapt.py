@@ -290,3 +290,20 @@ def test_the_table_takes_the_training_seed_from_the_job_not_the_records_order_se
                                                     "before": {}, "after": {}}))
     (row,) = collect(str(tmp_path), "final")
     assert row["seed"] == 2 and row["order_seed"] == 0 and row["tag"] == "none"
+
+
+def test_a_target_with_a_sensor_adapts_on_its_measurement_not_the_clean_maps(sources):
+    cfg = run_config(ROCK, SMALL)
+    model, _ = build_eval_model(cfg, sources["rock"], torch.device("cpu"))
+    ones = torch.ones(2, 1, 8, 8)
+    batch = {"image": torch.rand(2, 3, 8, 8), "depth": ones * 2.0, "depth_mask": ones.bool(),
+             "normals": torch.ones(2, 3, 8, 8), "normals_mask": ones.bool(),
+             "sensor_depth": ones * 3.0, "sensor_depth_mask": ones.bool(),
+             "sensor_normals": torch.zeros(2, 3, 8, 8), "sensor_normals_mask": ones.bool(),
+             "has": {"depth": torch.ones(2, dtype=torch.bool), "normals": torch.ones(2, dtype=torch.bool),
+                     "sensor_depth": torch.tensor([True, False]), "sensor_normals": torch.tensor([True, False])},
+             "meta": [{}, {}]}
+    out = unlabelled(batch, ["depth", "normals"], model)
+    assert torch.equal(out["depth"], ones * 3.0) and torch.equal(out["normals"], torch.zeros(2, 3, 8, 8))
+    assert out["has"]["depth"].tolist() == [True, False]
+    assert not any(k.startswith("sensor_") for k in out)

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Mapping, Sequence
 from torch import nn
 
 from mtlkit.errors import DataError
+from mtlkit.task import SENSOR_PREFIX, sensor_view
 
 
 def sensor_tasks(model: nn.Module) -> List[str]:
@@ -21,12 +22,18 @@ def sensor_tasks(model: nn.Module) -> List[str]:
 def unlabelled(batch: Mapping[str, Any], tasks: Sequence[str], model: nn.Module) -> Dict[str, Any]:
     """``batch`` without annotations: the image, ``meta``, and only the maps
     (and ``has`` flags) of the sensor ``tasks``; boxes, labels, scene classes
-    and every other task's label are gone, so no loss can read them."""
-    keep = {"image", "meta"}
-    for name in tasks:
-        keep.update(model.tasks[name].batch_keys)
-    out = {k: v for k, v in batch.items() if k in keep}
-    has = batch.get("has") or {}
+    and every other task's label are gone, so no loss can read them.
+
+    When the batch carries a sensor's measurement of those maps
+    (``sensor_depth``...: :data:`mtlkit.task.SENSOR_PREFIX`, e.g. the
+    synthetic rooms' ``sensor: kinect``), the measurement takes the labels'
+    place (:func:`mtlkit.task.sensor_view`): what the sensor gives, holes and
+    noise included, not the clean maps."""
+    keys = [key for name in tasks for key in model.tasks[name].batch_keys]
+    source = sensor_view(batch, keys) if any(SENSOR_PREFIX + key in batch for key in keys) else batch
+    out = {k: v for k, v in source.items() if k in keys}
+    out.update({k: batch[k] for k in ("image", "meta") if k in batch})
+    has = source.get("has") or {}
     out["has"] = {name: has[name] for name in tasks if name in has}
     return out
 
