@@ -3,7 +3,6 @@ does not, what is refused, and that it resumes exactly."""
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 
@@ -12,11 +11,11 @@ import torch
 
 from mtlkit.adaptation import PARAMS, adabn, adapt
 from mtlkit.adaptation.hooks import StreamOnce, load_metric_state, metric_state
-from mtlkit.adaptation.params import moving_modules, moving_norms
+from mtlkit.adaptation.params import moving_modules
 from mtlkit.adaptation.steps import mean_entropy
 from mtlkit.adaptation.unlabelled import unlabelled
 from mtlkit.cli import main as cli
-from mtlkit.data import build_split
+from mtlkit.data import build_split, collate
 from mtlkit.engine.checkpoint import load_checkpoint
 from mtlkit.engine.evaluator import build_eval_model
 from mtlkit.engine.hooks import HookBase
@@ -221,9 +220,6 @@ def test_metric_state_round_trips_through_a_checkpoint(tmp_path, sources):
     cfg = run_config(ROCK, SMALL)
     model, _ = build_eval_model(cfg, sources["rock"], torch.device("cpu"))
     test = build_split(cfg, "test", train=False)
-    batch = cfg_batch = {k: v for k, v in test.__getitem__(0).items()}  # noqa: F841
-    from mtlkit.data import collate
-
     batch = collate([test[i] for i in range(4)])
     with torch.no_grad():
         preds = model.postprocess(model(batch["image"]), tuple(batch["image"].shape[-2:]))
