@@ -45,6 +45,19 @@ def test_depth_loss_berhu_on_log_depth_hand_case():
     assert float(depth_task.loss(pred, batch)) == pytest.approx(sum(per) / 3, rel=1e-6)
 
 
+def test_non_finite_depth_pixels_are_no_measurement():
+    depth_task = task("depth", group=1)
+    pred = torch.log(torch.tensor([[[[1.0, 1.0], [1.0, 3.0]]]]))
+    has = {"depth": torch.tensor([True])}
+    hole = torch.tensor([[[[1.0, 2.0], [4.0, 0.0]]]])  # last pixel a hole (0)
+    expected = float(depth_task.loss(pred, {"depth": hole, "has": has}))
+    for bad in (math.inf, -math.inf, math.nan):
+        target = hole.clone()
+        target[0, 0, 1, 1] = bad
+        loss = depth_task.loss(pred, {"depth": target, "has": has})
+        assert math.isfinite(float(loss)) and float(loss) == pytest.approx(expected, rel=1e-6), bad
+
+
 def test_depth_huber_and_bad_loss_name():
     pred = torch.zeros(1, 1, 2, 2)
     batch = {"depth": torch.full((1, 1, 2, 2), math.e ** 2)}  # log depth 2 everywhere

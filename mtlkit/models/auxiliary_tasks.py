@@ -158,7 +158,8 @@ class DepthTask(AuxiliaryTask):
         """(log-depth (B, 1, h, w), valid (B, 1, h, w)) at the prediction size."""
         b = torch.as_tensor(batch["depth"]).shape[0] if batch_size is None else batch_size
         depth = dense_target(batch, "depth", b, 1, device).float()
-        valid = depth > float(self.options["min_depth"])
+        # an infinite depth is no measurement (as a NaN or negative one): it would make the loss inf
+        valid = (depth > float(self.options["min_depth"])) & torch.isfinite(depth)
         if batch.get("depth_mask") is not None:
             valid &= dense_target(batch, "depth_mask", b, 1, device).bool()
         # where, not a product: a NaN depth (invalid, like a negative one) must not make a NaN target
