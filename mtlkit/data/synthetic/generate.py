@@ -15,7 +15,7 @@ import numpy as np
 
 from mtlkit.errors import ConfigError
 
-from .appearance import Appearance, appearance_streams, make_appearance
+from .appearance import OUTSIDE_ROW, Appearance, appearance_streams, make_appearance
 from .layout import sample_layout
 from .objects import CLASSES
 from .render import build_scene_mesh, intrinsics, pixel_rays, render, visible_boxes
@@ -26,9 +26,6 @@ from .sensor import SensorOptions, kinect_holes, make_sensor, sensor_arrays, sen
 GENERATOR_VERSION = 1
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
-
-#: material row of the enclosure seen through windows and doors (render.py)
-OUTSIDE_ROW = 3
 
 
 @dataclass(frozen=True)

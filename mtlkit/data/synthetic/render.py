@@ -20,7 +20,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 from scipy.special import ndtri
 
-from .appearance import SOURCE, Appearance, Streams, expose, light_pixels, light_positions, restyled_shading
+from .appearance import OUTSIDE_ROW, SOURCE, Appearance, Streams, expose, light_pixels, light_positions, restyled_shading
 from .layout import NYU_INTRINSICS, Layout, wall_length
 from .materials import FaceShading, face_shading, shade_albedo
 from .primitives import MeshBuilder
@@ -101,7 +101,7 @@ def _room_mesh(layout: Layout) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     parts.append((ceiling, 2))
     outside = MeshBuilder()
     outside.box(-m, -m, -WALL_T - 0.01, W + m, D + m, H + 3.0)
-    parts.append((outside, 3))
+    parts.append((outside, OUTSIDE_ROW))
     vs, fs, ms, count = [], [], [], 0
     for builder, row in parts:
         v, f, _ = builder.build()
