@@ -115,20 +115,22 @@ def flatten_gradients(grads: Sequence[Optional[torch.Tensor]],
 
 def write_gradients(update: torch.Tensor, params: Sequence[torch.Tensor], accumulate: bool = False) -> None:
     """Write the (d,) vector ``update`` into the ``.grad`` of ``params`` (the
-    inverse of :func:`flatten_gradients`); ``accumulate`` adds to existing
-    gradients instead of replacing them."""
+    inverse of :func:`flatten_gradients`: elements in each parameter's logical
+    order); ``accumulate`` adds to existing gradients instead of replacing
+    them. A new gradient has its parameter's memory layout (a channels_last
+    weight gets a channels_last gradient, as autograd would give it)."""
     total = sum(p.numel() for p in params)
     if total != update.numel():
         raise ValueError(f"update has {update.numel()} elements, the parameters {total}")
     offset = 0
     for p in params:
         n = p.numel()
-        piece = update[offset:offset + n].view_as(p).to(p.dtype)
+        piece = update[offset:offset + n].view(p.shape)
         offset += n
         if accumulate and p.grad is not None:
-            p.grad.add_(piece)
+            p.grad.add_(piece.to(p.grad.dtype))
         else:
-            p.grad = piece.clone()
+            p.grad = torch.empty_like(p).copy_(piece)
 
 
 def gram_matrix(grads: Sequence[torch.Tensor], chunk: int = GRAM_CHUNK) -> torch.Tensor:

@@ -156,9 +156,16 @@ class Trainer:
         return train_set, val_set
 
     def default_step(self, model: nn.Module) -> TrainStep:
-        """The step of a run given none, chosen once the model is built (a
-        subclass may choose by the model, e.g. by its loss weighting):
+        """The step of a run given none, chosen once the model is built:
+        :class:`~mtlkit.engine.gradient_step.GradientStep` when the model's
+        weighting is a gradient-level one, else
         :class:`~mtlkit.engine.step.TrainStep`."""
+        from mtlkit.gradient_weighting import GradientWeighting
+
+        if isinstance(getattr(model, "weighting", None), GradientWeighting):
+            from mtlkit.engine.gradient_step import GradientStep
+
+            return GradientStep()
         return TrainStep()
 
     def build_sampler(self, dataset_size: int, batch_size: int) -> ShardedBatches:
