@@ -109,13 +109,29 @@ class Backbone(nn.Module):
         return [torch.tanh(self.conv(images))]
 
 
+class NanGradient(torch.autograd.Function):
+    """The identity forward; a NaN gradient backward (a task whose loss is
+    finite and whose gradient is not)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.full_like(grad, float("nan"))
+
+
 class ThreeTaskModel(nn.Module):
     """See the module docstring; ``weighting`` is built from the registry
-    (``name`` and options), task weights from ``weights``."""
+    (``name`` and options), task weights from ``weights``; ``nan_gradient``:
+    a task whose gradient is NaN."""
 
-    def __init__(self, weighting: str = "gcs", weights: Optional[Dict[str, float]] = None, **options: Any):
+    def __init__(self, weighting: str = "gcs", weights: Optional[Dict[str, float]] = None,
+                 nan_gradient: Optional[str] = None, **options: Any):
         super().__init__()
         weights = weights or {}
+        self.nan_gradient = nan_gradient
         self.backbone = Backbone()
         self.neck = nn.Conv2d(8, 8, 1)
         self.reg = nn.Linear(8, 1)
@@ -133,8 +149,10 @@ class ThreeTaskModel(nn.Module):
         """Everything above the representation x (B, 8, 8, 8)."""
         f = torch.tanh(self.neck(x))
         pooled = f.mean(dim=(2, 3))
-        return {"reg": self.reg(pooled).squeeze(1), "cls": self.cls(pooled),
-                "rec": self.rec(x).mean(dim=(2, 3))}
+        out = {"reg": self.reg(pooled).squeeze(1), "cls": self.cls(pooled), "rec": self.rec(x).mean(dim=(2, 3))}
+        if self.nan_gradient is not None:
+            out[self.nan_gradient] = NanGradient.apply(out[self.nan_gradient])
+        return out
 
     def losses(self, outputs, batch):
         size = outputs["reg"].shape[0]

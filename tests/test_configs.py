@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mtlkit.config import load_config, validate_config
+from mtlkit.gradient_weighting import GradientWeighting
 from mtlkit.models.compose import build_model
 from mtlkit.registry import get_registry
 
@@ -15,9 +16,12 @@ from mtlkit.registry import get_registry
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*", "*.yaml")))
 VARIANTS = ["ssd", "flat_mtl", "intensive_pooling", "rock", "rock_concat", "rock_gated", "rock_light",
-            "rock_depth_only", "rock_aux30"]
+            "rock_depth_only", "rock_aux30", "rock_gcs", "rock_olaux", "rock_pcgrad_primary", "rock_famo"]
 #: rows of the synthetic folder only: they read the simulated sensor's maps (tests/test_measured.py)
 RGBD_VARIANTS = ["ssd_rgbd", "rock_measured"]
+#: the gradient-level weighting of a variant named <row>_<method> (docs/weighting.md §8)
+METHOD_ROWS = {"rock_gcs": "gcs", "rock_olaux": "olaux", "rock_pcgrad_primary": "pcgrad_primary",
+               "rock_famo": "famo"}
 
 
 def load(path, overrides=()):
@@ -47,6 +51,10 @@ def test_nyuv2_paper_setting():
 
 
 def _structure(model, variant):
+    if variant in METHOD_ROWS:  # a row of a weighting method: its base row's model, trained otherwise
+        method = METHOD_ROWS[variant]
+        assert type(model.weighting) is get_registry().get("weighting", method)
+        variant = variant[:-len(method) - 1]
     block = model.block
     if variant == "ssd":
         assert block is None and list(model.tasks) == ["detection"]
@@ -85,7 +93,10 @@ def _train_step(model, size=64):
     }
     out = model(images)
     losses = model.losses(out, batch)
+    if isinstance(model.weighting, GradientWeighting):  # its step takes per-task gradients: the plain sum here
+        model.weighting.eval()
     total, _ = model.weighting(losses)
+    model.weighting.train()
     assert torch.isfinite(total)
     total.backward()
     grads = [p.grad for p in model.backbone.parameters() if p.grad is not None]

@@ -249,7 +249,7 @@ class GradientStep(TrainStep):
         weighting: GradientWeighting = core.weighting
         if state.optimizer is not None:
             state.optimizer.zero_grad(set_to_none=True)
-        scale = float(state.scaler.get_scale()) if state.scaler is not None else 1.0
+        scale = self._loss_scale(state)
         batches = [move_to(state.stream.next(), state.device, non_blocking=True)
                    for _ in range(state.accumulate)]
         state.batch = batches[-1]
@@ -491,6 +491,14 @@ class GradientStep(TrainStep):
                 mask = getattr(tasks[name], "sample_mask", None)
                 local[i] |= bool(mask(batch, size).any()) if callable(mask) else True
         return any_process(local, state.device)
+
+    @staticmethod
+    def _loss_scale(state: RunState) -> float:
+        """s: the GradScaler's scale (1 without one), read through
+        ``scaler.scale`` (which is also what makes the scaler ready to unscale)."""
+        if state.scaler is None:
+            return 1.0
+        return float(state.scaler.scale(torch.ones((), dtype=torch.float32, device=state.device)))
 
     @staticmethod
     def _trainable(state: RunState) -> List[torch.Tensor]:
