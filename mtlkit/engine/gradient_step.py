@@ -62,12 +62,13 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from mtlkit.engine import dist
 from mtlkit.engine.gradient_sync import all_reduce_sum, any_process, average_gradients, broadcast_buffers
 from mtlkit.engine.precision import autocast, to_memory_format
 from mtlkit.engine.representation import RepresentationCut
 from mtlkit.engine.runtime import move_to
 from mtlkit.engine.state import RunState
-from mtlkit.engine.step import Losses, StepOutput, TrainStep, agree
+from mtlkit.engine.step import Losses, StepOutput, TrainStep
 from mtlkit.errors import ConfigError, TrainingDiverged
 from mtlkit.gradient_weighting import (
     PARAMETERS,
@@ -226,12 +227,7 @@ class GradientStep(TrainStep):
                               f"{saved[1]}, this run uses {self._method} at {self._place}")
         self._skips = int(state.get("skips", 0))
 
-    # -- every iteration ---------------------------------------------------------------
-    def __call__(self, state: RunState) -> StepOutput:
-        output = agree(state, self.compute(state))
-        self.update(state, output)
-        return output
-
+    # -- every iteration (TrainStep.__call__: compute, agree, update) ----------------------
     def forward(self, state: RunState, batch: Dict[str, Any]) -> Losses:
         """The per-task losses of one micro-batch; ``total`` is their sum
         under the tasks' configured weights (what ``fixed`` would minimise:
@@ -466,8 +462,6 @@ class GradientStep(TrainStep):
     @staticmethod
     def _mean_over_processes(values: torch.Tensor, device: torch.device) -> torch.Tensor:
         """(k,) float64 CPU: the mean of ``values`` over processes."""
-        from mtlkit.engine import dist
-
         world = dist.world_size()
         if world == 1:
             return values
