@@ -308,22 +308,23 @@ class GradientStep(TrainStep):
         buffer: Optional[torch.Tensor] = None
         sums = torch.zeros(len(names), dtype=torch.float64)
         for m, batch in enumerate(batches):
-            losses = self._forward(state, batch, last=m == len(batches) - 1).tasks
+            self._last = self._forward(state, batch, last=m == len(batches) - 1)
+            losses = self._last.tasks
             if self._partition is None or not self._partition.complete:
                 self._partition = Partition.of([losses[n] for n in names], self._trainable(state))
             part = self._partition
             if buffer is None:
                 buffer = torch.zeros(len(names), part.size, dtype=torch.float32, device=state.device)
-            for i, name in enumerate(names):
-                if not present[i] or not part.reach[i] or not losses[name].requires_grad:
-                    continue
-                grads = torch.autograd.grad(losses[name] * factor, [part.params[j] for j in part.reach[i]],
-                                            retain_graph=True, allow_unused=True)
+            todo = [i for i, name in enumerate(names)
+                    if present[i] and part.reach[i] and losses[name].requires_grad]
+            for i in todo:
+                # the last pass frees the graph (the step keeps the losses until the update)
+                grads = torch.autograd.grad(losses[names[i]] * factor, [part.params[j] for j in part.reach[i]],
+                                            retain_graph=i != todo[-1], allow_unused=True)
                 for j, grad in zip(part.reach[i], grads):
                     if grad is not None:
                         buffer[i, part.columns(j)] += grad.reshape(-1).float()
             sums += self._loss_vector(losses, names)
-            self._last = Losses(tasks=losses, total=losses[names[0]])
             del losses
         part = self._partition
         means = self._mean_over_processes(sums / len(batches), state.device)
@@ -371,17 +372,12 @@ class GradientStep(TrainStep):
             if result is None:
                 result = self._plan(state, self._gram(rows, names), sums.clone(), present, scale)
             if result.active and not result.skip_step:
-                update = result.apply(rows)
-                tensors: List[torch.Tensor] = [weighting.head_loss(losses, result) * factor]
-                grads: List[Optional[torch.Tensor]] = [None]
-                for attached, piece in zip(cut.attached, cut.split(update)):
-                    if attached.requires_grad:
-                        tensors.append(attached)
-                        grads.append(piece)
-                keep = [(t, g) for t, g in zip(tensors, grads) if t.requires_grad]
-                if keep:
-                    torch.autograd.backward([t for t, _ in keep], [g for _, g in keep])
-            self._last = Losses(tasks=losses, total=losses[names[0]])
+                # one backward: the heads' loss above R, the combined update below it
+                pairs = [(weighting.head_loss(losses, result) * factor, None)]
+                pairs += list(zip(cut.attached, cut.split(result.apply(rows))))
+                pairs = [(t, g) for t, g in pairs if t.requires_grad]
+                if pairs:
+                    torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
             del losses, rows, cut
         return result, self._mean_over_processes(sums / n_batches, state.device)
 
@@ -404,7 +400,8 @@ class GradientStep(TrainStep):
                                     present=present, grad_scale=scale)
         sums = torch.zeros(len(names), dtype=torch.float64)
         for m, batch in enumerate(batches):
-            losses = self._forward(state, batch, last=m == n_batches - 1).tasks
+            self._last = self._forward(state, batch, last=m == n_batches - 1)
+            losses = self._last.tasks
             local = self._loss_vector(losses, names)
             sums += local
             if result is None:
@@ -414,7 +411,6 @@ class GradientStep(TrainStep):
                 head = weighting.head_loss(losses, result) * (scale / n_batches)
                 if head.requires_grad:
                     head.backward()
-            self._last = Losses(tasks=losses, total=losses[names[0]])
             del losses
         return result, self._mean_over_processes(sums / n_batches, state.device)
 
@@ -433,7 +429,8 @@ class GradientStep(TrainStep):
         (d,) gradient at R of ``factor * L_t`` for every task ``needed``."""
         names = state.core.weighting.task_names
         with RepresentationCut(state.core.backbone) as cut:
-            losses = self._forward(state, batch, last).tasks
+            self._last = self._forward(state, batch, last)
+        losses = self._last.tasks
         rows = {n: cut.gradient(losses[n] * factor) for i, n in enumerate(names) if needed[i]}
         return losses, rows, cut
 
