@@ -225,7 +225,7 @@ class GradientStep(TrainStep):
         if saved != (self._method, self._place):
             raise ConfigError(f"the checkpoint was trained with model.weighting {saved[0]} at place "
                               f"{saved[1]}, this run uses {self._method} at {self._place}")
-        self._skips = int(state.get("skips", 0))
+        self._skips = int(state["skips"])
 
     # -- every iteration (TrainStep.__call__: compute, agree, update) ----------------------
     def forward(self, state: RunState, batch: Dict[str, Any]) -> Losses:
@@ -235,7 +235,7 @@ class GradientStep(TrainStep):
         outputs = state.model(to_memory_format(batch["image"], state.channels_last))
         tasks = state.core.losses(outputs, batch)
         weights = state.core.weighting.task_weights
-        total = sum(loss * weights.get(name, 1.0) for name, loss in tasks.items())
+        total = sum(loss * weights[name] for name, loss in tasks.items())
         return Losses(tasks=tasks, total=total)
 
     def compute(self, state: RunState) -> StepOutput:
@@ -265,7 +265,7 @@ class GradientStep(TrainStep):
         values = means.tolist()
         task_weights = weighting.task_weights
         return StepOutput(losses=dict(zip(names, values)),
-                          total=sum(task_weights.get(n, 1.0) * v for n, v in zip(names, values)),
+                          total=sum(task_weights[n] * v for n, v in zip(names, values)),
                           weights=dict(result.weights))
 
     def update(self, state: RunState, output: StepOutput) -> None:

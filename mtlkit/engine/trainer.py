@@ -49,6 +49,7 @@ from mtlkit.engine.checkpoint import (
 from mtlkit.engine.checks import check_classes, check_resume_config, check_run_data
 from mtlkit.engine.data import ShardedBatches, TrainStream
 from mtlkit.engine.ema import ModelEMA
+from mtlkit.engine.gradient_step import GradientStep
 from mtlkit.engine.hooks import (
     EMAUpdate,
     EvalHook,
@@ -76,6 +77,7 @@ from mtlkit.engine.runtime import (  # noqa: F401 - resolve_config & co. are als
 from mtlkit.engine.state import FAILED, FINISHED, RUNNING, STOPPED, RunState
 from mtlkit.engine.step import TrainStep
 from mtlkit.errors import RunExists, TrainingDiverged  # noqa: F401 - also imported from here
+from mtlkit.gradient_weighting import GradientWeighting
 from mtlkit.models.compose import build_model
 from mtlkit.models.measured import check_sensor_data
 from mtlkit.utils.io import check_out_dir, make_out_dir, plain
@@ -160,11 +162,7 @@ class Trainer:
         :class:`~mtlkit.engine.gradient_step.GradientStep` when the model's
         weighting is a gradient-level one, else
         :class:`~mtlkit.engine.step.TrainStep`."""
-        from mtlkit.gradient_weighting import GradientWeighting
-
         if isinstance(getattr(model, "weighting", None), GradientWeighting):
-            from mtlkit.engine.gradient_step import GradientStep
-
             return GradientStep()
         return TrainStep()
 
