@@ -106,9 +106,11 @@ def test_sigint_saves_and_resume_is_exact(tmp_path):
     parts = fake_parts(dropout=0.3)
     _interrupt_after(parts["train_dataset"], 4 * 7 - 1)  # during iteration 7
     interrupted = tmp_path / "interrupted"
+    # the handler in place before the run (SIG_IGN, not Python's default, in a background shell)
+    before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, interrupted, **parts)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is before  # handler restored
     ckpt = torch.load(interrupted / "last.pt", weights_only=True)
     assert ckpt["iteration"] == 7  # the iteration in flight finished, then saved
     resumed = train(cfg, interrupted, resume=True, **fake_parts(dropout=0.3))
