@@ -36,6 +36,7 @@ from mtlkit.adaptation.params import freeze_all_but, moving_modules, moving_norm
 from mtlkit.config import load_config  # noqa: E402
 from mtlkit.data import build_split, collate  # noqa: E402
 from mtlkit.engine.precision import autocast  # noqa: E402
+from _datasets import ListDataset  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "synthetic", "rock.yaml")
@@ -45,17 +46,6 @@ ITERS = 6
 BATCH = 16
 OVERRIDES = ["data.num_workers=0", "train.num_threads=1", "train.tensorboard=false", "train.plots=false",
              "data.train.size=96", "data.test.size=16", "data.val=null"]
-
-
-class ListDataset(torch.utils.data.Dataset):
-    def __init__(self, samples):
-        self.samples = samples
-
-    def __len__(self):
-        return len(self.samples)
-
-    def __getitem__(self, index):
-        return self.samples[index]
 
 
 @pytest.fixture(scope="module")

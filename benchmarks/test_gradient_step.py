@@ -33,6 +33,7 @@ from mtlkit.data import build_split  # noqa: E402
 from mtlkit.engine.hooks import HookBase  # noqa: E402
 from mtlkit.engine.runtime import run_config  # noqa: E402
 from mtlkit.engine.trainer import Trainer  # noqa: E402
+from _datasets import ListDataset  # noqa: E402
 from plugins.gradient_weightings import GRADIENT_WEIGHTINGS  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,17 +45,6 @@ VARIANTS = (["fixed"] + list(GRADIENT_WEIGHTINGS)
 #: representation place (k backward passes above X + one trunk backward), the
 #: parameters place (k full backward passes)
 TARGETS = {"loss": 1.15, "representation": 2.0, "parameters": 4.0}
-
-
-class ListDataset(torch.utils.data.Dataset):
-    def __init__(self, samples):
-        self.samples = samples
-
-    def __len__(self):
-        return len(self.samples)
-
-    def __getitem__(self, index):
-        return self.samples[index]
 
 
 class StepTimes(HookBase):

@@ -30,23 +30,13 @@ pytest.importorskip("pytest_benchmark")
 from mtlkit import build_model  # noqa: E402
 from mtlkit.config import load_config  # noqa: E402
 from mtlkit.data import build_split, collate  # noqa: E402
+from _datasets import ListDataset  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "synthetic", "rock.yaml")
 TARGET_RATIO = 1.25
 ITERS = 8
 BATCH = 4
-
-
-class ListDataset(torch.utils.data.Dataset):
-    def __init__(self, samples):
-        self.samples = samples
-
-    def __len__(self):
-        return len(self.samples)
-
-    def __getitem__(self, index):
-        return self.samples[index]
 
 
 @pytest.fixture(scope="module")
