@@ -39,7 +39,7 @@ import torch
 
 from mtlkit.adaptation import adapt
 from mtlkit.adaptation.targets import load_target
-from mtlkit.errors import MtlkitError
+from mtlkit.errors import run_guarded
 from mtlkit.utils.io import atomic_write
 
 #: the checkout's configs (this tool runs from a checkout)
@@ -280,38 +280,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     # SIGTERM (a deadline's timeout) ends the pool's workers too: they must not outlive the lock
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
-        started = time.perf_counter()
-        tune_domains = {name: _val_overlay(path) for name, path in TARGETS.items()}
-        tuned = _run_phase(args.out, "tune", ["rock"], args.tune_seeds, tune_domains, args.tune_runs, 1000,
-                           args.data_dir, [("aux", "offline", p, lr) for p, lr in AUX_GRID]
-                           + [("tent", "offline", p, lr) for p, lr in TENT_GRID], args.jobs)
-        aux_params, aux_lr, aux_means = choose(tuned, "aux")
-        _, tent_lr, tent_means = choose(tuned, "tent")
-        print(f"chosen: aux {aux_params} lr {aux_lr:g} ({aux_means}); tent lr {tent_lr:g} ({tent_means})", flush=True)
-        tune_seconds = time.perf_counter() - started
-        domains = {"source": "{}", **TARGETS}
-        methods = [("adabn", "offline", None, None), ("aux", "offline", aux_params, aux_lr),
-                   ("aux", "online", aux_params, aux_lr), ("tent", "offline", "bn", tent_lr)]
-        final = []
-        for model in ("rock", "ssd"):  # ROCK first: its rows are the question
-            final += _run_phase(args.out, "final", [model], args.seeds, domains, args.final_runs, 0,
-                                args.data_dir, methods, args.jobs)
-        info = {"chosen": {"aux": {"params": aux_params, "lr": aux_lr, "tuning_gains_AP50": aux_means},
-                           "tent": {"params": "bn", "lr": tent_lr, "tuning_gains_AP50": tent_means}},
-                "tune_seconds": round(tune_seconds, 1), "total_seconds": round(time.perf_counter() - started, 1),
-                "jobs": args.jobs}
-        os.makedirs(args.out, exist_ok=True)
-        with atomic_write(os.path.join(args.out, "adapt_table.json")) as handle:
-            json.dump({"info": info, "tune": tuned, "rows": final}, handle, indent=1)
-        text = table(final) + "\n" + ttt_check(final)
-        with atomic_write(os.path.join(args.out, "adapt_table.md")) as handle:
-            handle.write(text)
-        print(text)
-        return 0
-    except MtlkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_guarded(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    tune_domains = {name: _val_overlay(path) for name, path in TARGETS.items()}
+    tuned = _run_phase(args.out, "tune", ["rock"], args.tune_seeds, tune_domains, args.tune_runs, 1000,
+                       args.data_dir, [("aux", "offline", p, lr) for p, lr in AUX_GRID]
+                       + [("tent", "offline", p, lr) for p, lr in TENT_GRID], args.jobs)
+    aux_params, aux_lr, aux_means = choose(tuned, "aux")
+    _, tent_lr, tent_means = choose(tuned, "tent")
+    print(f"chosen: aux {aux_params} lr {aux_lr:g} ({aux_means}); tent lr {tent_lr:g} ({tent_means})", flush=True)
+    tune_seconds = time.perf_counter() - started
+    domains = {"source": "{}", **TARGETS}
+    methods = [("adabn", "offline", None, None), ("aux", "offline", aux_params, aux_lr),
+               ("aux", "online", aux_params, aux_lr), ("tent", "offline", "bn", tent_lr)]
+    final = []
+    for model in ("rock", "ssd"):  # ROCK first: its rows are the question
+        final += _run_phase(args.out, "final", [model], args.seeds, domains, args.final_runs, 0,
+                            args.data_dir, methods, args.jobs)
+    info = {"chosen": {"aux": {"params": aux_params, "lr": aux_lr, "tuning_gains_AP50": aux_means},
+                       "tent": {"params": "bn", "lr": tent_lr, "tuning_gains_AP50": tent_means}},
+            "tune_seconds": round(tune_seconds, 1), "total_seconds": round(time.perf_counter() - started, 1),
+            "jobs": args.jobs}
+    os.makedirs(args.out, exist_ok=True)
+    with atomic_write(os.path.join(args.out, "adapt_table.json")) as handle:
+        json.dump({"info": info, "tune": tuned, "rows": final}, handle, indent=1)
+    text = table(final) + "\n" + ttt_check(final)
+    with atomic_write(os.path.join(args.out, "adapt_table.md")) as handle:
+        handle.write(text)
+    print(text)
+    return 0
 
 
 if __name__ == "__main__":

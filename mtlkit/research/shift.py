@@ -1,7 +1,7 @@
 """Measure a domain shift: trained runs scored on the source domain and on
 target domains, as they are and after AdaBN.
 
-    python -m mtlkit.adaptation.shift RUN_DIR [RUN_DIR ...] \\
+    python -m mtlkit.research.shift RUN_DIR [RUN_DIR ...] \\
         --target configs/synthetic/targets/dusk.yaml --target configs/synthetic/targets/showroom.yaml \\
         --data-config configs/synthetic/rock.yaml --data-seed 0 --split test --adabn --out runs/shift
 
@@ -53,7 +53,7 @@ from mtlkit.data.synthetic import SyntheticRooms
 from mtlkit.data.synthetic.writer import write_set
 from mtlkit.engine.evaluator import build_eval_model, evaluate_model
 from mtlkit.engine.runtime import resolve_config, select_device
-from mtlkit.errors import ConfigError, MtlkitError
+from mtlkit.errors import ConfigError, run_guarded
 from mtlkit.utils.io import atomic_write
 
 METHODS = ("none", "adabn")
@@ -221,7 +221,7 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mtlkit.adaptation.shift", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mtlkit.research.shift", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="training run folders (config.yaml + last.pt)")
     parser.add_argument("--target", action="append", default=[], help="a target file (repeatable)")
     parser.add_argument("--data-config", required=True, help="the config whose data section is the source")
@@ -237,45 +237,45 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--device", help="device (default: each run's train.device)")
     args = parser.parse_args(argv)
-    try:
-        if args.data_seed < 0:
-            raise ConfigError(f"--data-seed must be >= 0, got {args.data_seed}")
-        if args.threads < 1 or args.workers < 1:
-            raise ConfigError("--threads and --workers must be >= 1")
-        torch.set_num_threads(args.threads)
-        methods = METHODS if args.adabn else METHODS[:1]
-        doms = domains(args.data_config, args.target, args.data_seed, rooms=args.rooms)
-        data_dir = args.data_dir or os.path.join(args.out, "data")
-        started = time.perf_counter()
-        seeds = {name: data[args.split].get("seed") for name, data in doms.items()
-                 if isinstance(data.get(args.split), Mapping)}
-        for name, data in doms.items():
-            adapts = args.adabn and not name.endswith(SOURCE_LOOK)
-            for split in dict.fromkeys([args.split, *(["train"] if adapts else [])]):
-                if not isinstance(data.get(split), Mapping):
-                    raise ConfigError(f"{args.data_config}: data.{split} is missing")
-                data[split] = rendered(data[split], data_dir, args.workers, progress=sys.stderr.isatty())
-        render_seconds = time.perf_counter() - started
-        rows = []
-        for run in args.runs:
-            rows += score_run(run, doms, args.split, methods, args.out, seeds, args.device,
-                              log=lambda m: print(m, file=sys.stderr))
-        info = {"data_config": args.data_config, "data_seed": args.data_seed, "split": args.split,
-                "targets": list(args.target), "rooms": args.rooms, "methods": list(methods),
-                "threads": args.threads,
-                "render_seconds": round(render_seconds, 1),
-                "total_seconds": round(time.perf_counter() - started, 1)}
-        os.makedirs(args.out, exist_ok=True)
-        with atomic_write(os.path.join(args.out, "shift.json")) as handle:
-            json.dump({"info": info, "rows": rows}, handle, indent=1)
-        text = table(rows)
-        with atomic_write(os.path.join(args.out, "shift.md")) as handle:
-            handle.write(f"Split {args.split}, source data seed {args.data_seed}; in %.\n\n" + text)
-        print(text)
-        return 0
-    except MtlkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_guarded(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.data_seed < 0:
+        raise ConfigError(f"--data-seed must be >= 0, got {args.data_seed}")
+    if args.threads < 1 or args.workers < 1:
+        raise ConfigError("--threads and --workers must be >= 1")
+    torch.set_num_threads(args.threads)
+    methods = METHODS if args.adabn else METHODS[:1]
+    doms = domains(args.data_config, args.target, args.data_seed, rooms=args.rooms)
+    data_dir = args.data_dir or os.path.join(args.out, "data")
+    started = time.perf_counter()
+    seeds = {name: data[args.split].get("seed") for name, data in doms.items()
+             if isinstance(data.get(args.split), Mapping)}
+    for name, data in doms.items():
+        adapts = args.adabn and not name.endswith(SOURCE_LOOK)
+        for split in dict.fromkeys([args.split, *(["train"] if adapts else [])]):
+            if not isinstance(data.get(split), Mapping):
+                raise ConfigError(f"{args.data_config}: data.{split} is missing")
+            data[split] = rendered(data[split], data_dir, args.workers, progress=sys.stderr.isatty())
+    render_seconds = time.perf_counter() - started
+    rows = []
+    for run in args.runs:
+        rows += score_run(run, doms, args.split, methods, args.out, seeds, args.device,
+                          log=lambda m: print(m, file=sys.stderr))
+    info = {"data_config": args.data_config, "data_seed": args.data_seed, "split": args.split,
+            "targets": list(args.target), "rooms": args.rooms, "methods": list(methods),
+            "threads": args.threads,
+            "render_seconds": round(render_seconds, 1),
+            "total_seconds": round(time.perf_counter() - started, 1)}
+    os.makedirs(args.out, exist_ok=True)
+    with atomic_write(os.path.join(args.out, "shift.json")) as handle:
+        json.dump({"info": info, "rows": rows}, handle, indent=1)
+    text = table(rows)
+    with atomic_write(os.path.join(args.out, "shift.md")) as handle:
+        handle.write(f"Split {args.split}, source data seed {args.data_seed}; in %.\n\n" + text)
+    print(text)
+    return 0
 
 
 if __name__ == "__main__":
