@@ -142,29 +142,11 @@ def probe_image(path: str) -> ImageInfo:
     return ImageInfo(path, width, height, fmt, orientation)
 
 
-def read_rgb(path: str, upright: bool = True) -> np.ndarray:
-    """(H, W, 3) uint8 RGB pixels of the image at ``path``, turned by its EXIF
-    orientation unless ``upright`` is False; raises :class:`DataError`."""
-    path = os.fspath(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        img = _open(path)
-    with img:
-        width, height = img.size
-        if width * height > max_pixels():
-            raise _too_large(path, width, height)
-        try:
-            if upright:
-                img = ImageOps.exif_transpose(img) or img
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise DataError(f"{path}: cannot read the image ({exc})") from None
-
-
 def open_checked(path: str, upright: bool = True):
     """A decoded ``PIL.Image`` (loaded, file closed), upright by its EXIF
     orientation unless ``upright`` is False, for callers that need the mode
-    (16-bit grey, float): the checks of :func:`read_rgb`."""
+    (16-bit grey, float); raises :class:`DataError` naming the file (not a
+    regular file, not an image, larger than :func:`max_pixels`, undecodable)."""
     path = os.fspath(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -179,6 +161,12 @@ def open_checked(path: str, upright: bool = True):
             return out.copy() if out is img else out
         except (OSError, ValueError, SyntaxError) as exc:
             raise DataError(f"{path}: cannot read the image ({exc})") from None
+
+
+def read_rgb(path: str, upright: bool = True) -> np.ndarray:
+    """(H, W, 3) uint8 RGB pixels of the image at ``path``, turned by its EXIF
+    orientation unless ``upright`` is False; the checks of :func:`open_checked`."""
+    return np.asarray(open_checked(path, upright=upright).convert("RGB"), dtype=np.uint8)
 
 
 def size_of(info: ImageInfo, expected: Optional[Tuple[int, int]]) -> Tuple[Tuple[int, int], bool]:
