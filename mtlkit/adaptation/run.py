@@ -23,14 +23,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from mtlkit.data.builders import build_split
-from mtlkit.data.render_once import render_plan
+from mtlkit.data.render_once import shared_split
 from mtlkit.engine import dist
 from mtlkit.engine.data import ShardedBatches
 from mtlkit.engine.evaluator import build_eval_model
 from mtlkit.engine.runtime import run_config
 from mtlkit.engine.trainer import RUN_OUTPUTS, Trainer
 from mtlkit.errors import ConfigError
-from mtlkit.options import DATASET_SELECTOR_ALIAS
 from mtlkit.utils.io import check_out_dir
 from mtlkit.utils.outdir import check_claim
 
@@ -96,17 +95,11 @@ def render_target(cfg: Mapping[str, Any], data_dir: str, workers: int, progress:
     back from there; other splits as they are."""
     data = copy.deepcopy(dict(cfg["data"]))
     for split in ("train", "test"):
-        spec = data.get(split)
-        found = render_plan(spec) if isinstance(spec, Mapping) else None
+        found = shared_split(data.get(split), data_dir)
         if found is None:
             continue
-        name, plan = found
-        folder = os.path.abspath(os.path.join(data_dir, plan.key))
-        plan.write(folder, plan.size, workers, progress)
-        read = {DATASET_SELECTOR_ALIAS: name, **plan.read_options(folder)}
-        if spec.get("label_subset") is not None:
-            read["label_subset"] = spec["label_subset"]
-        data[split] = read
+        found.plan.write(found.folder, found.plan.size, workers, progress)
+        data[split] = found.read_spec
     return data
 
 

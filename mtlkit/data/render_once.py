@@ -13,13 +13,16 @@ dataset's option, kept by the caller):
   generated world (``mtlkit ablate --data-seed`` sets it), None when the
   options read recorded data.
 
-:func:`render_plan` asks a split's plugin. ``mtlkit ablate`` uses it to
-render each generated split once for all its runs (``mtlkit.engine.ablation``);
-nothing in the engine names a dataset.
+:func:`render_plan` asks a split's plugin; :func:`shared_split` says where a
+split renders under a data folder and how it reads back. ``mtlkit ablate`` uses
+them to render each generated split once for all its runs
+(``mtlkit.engine.ablation``), ``mtlkit adapt`` for its target; nothing in the
+engine names a dataset.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
@@ -68,6 +71,34 @@ def render_plan(spec: Mapping[str, Any]) -> Optional[Tuple[str, RenderOnce]]:
         return None
     plan = method(plugin_options(spec))
     return None if plan is None else (name, plan)
+
+
+@dataclass(frozen=True)
+class SharedSplit:
+    """A generated split rendered once into a folder under a data folder."""
+
+    #: what renders it
+    plan: RenderOnce
+    #: the absolute folder it is rendered into: ``DATA_DIR/<plan.key>``
+    folder: str
+    #: the split spec that reads ``folder`` back (the plugin's read-back options,
+    #: the original ``label_subset`` kept)
+    read_spec: Dict[str, Any]
+
+
+def shared_split(spec: Any, data_dir: str) -> Optional[SharedSplit]:
+    """Where and how a validated split ``spec`` is rendered once under
+    ``data_dir`` and read back, or None when it is not a mapping or its plugin
+    renders nothing for these options. Renders nothing itself."""
+    found = render_plan(spec) if isinstance(spec, Mapping) else None
+    if found is None:
+        return None
+    name, plan = found
+    folder = os.path.abspath(os.path.join(data_dir, plan.key))
+    read = {DATASET_SELECTOR_ALIAS: name, **plan.read_options(folder)}
+    if spec.get("label_subset") is not None:
+        read["label_subset"] = spec["label_subset"]
+    return SharedSplit(plan, folder, read)
 
 
 def data_seed_option(spec: Mapping[str, Any]) -> Optional[str]:

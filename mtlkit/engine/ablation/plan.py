@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from mtlkit.config import flag_overrides, load_config
-from mtlkit.data.render_once import RenderOnce, data_seed_option, render_plan
+from mtlkit.data.render_once import RenderOnce, data_seed_option, shared_split
 from mtlkit.errors import ConfigError, did_you_mean
-from mtlkit.options import DATASET_SELECTOR_ALIAS
 from mtlkit.registry import get_registry
 from mtlkit.resolved import ResolvedConfig, resolve_config
 
@@ -174,7 +173,7 @@ def plan_runs(rows: Sequence[Row], seeds: Sequence[int], out: str, overrides: Se
 
 def share_data(runs: Sequence[Run], data_dir: str) -> Dict[str, Tuple[RenderOnce, int]]:
     """Plan the splits the runs' dataset plugins render once
-    (:func:`mtlkit.data.render_once.render_plan`) and point every run at them.
+    (:func:`mtlkit.data.render_once.shared_split`) and point every run at them.
 
     Returns folder -> (what renders it, the largest size any run reads); each
     run's config is made again with ``data.<split>={type: NAME, root: FOLDER,
@@ -186,11 +185,10 @@ def share_data(runs: Sequence[Run], data_dir: str) -> Dict[str, Tuple[RenderOnce
         shared = []
         for split in DATA_SPLITS:
             spec = data.get(split)
-            found = render_plan(spec) if isinstance(spec, Mapping) else None
+            found = shared_split(spec, data_dir)
             if found is None:
                 continue
-            name, plan = found
-            folder = os.path.abspath(os.path.join(data_dir, plan.key))
+            folder, plan = found.folder, found.plan
             if folder in folders:  # equal keys render equal samples: keep the largest size asked
                 first, largest = folders[folder]
                 folders[folder] = (first, max(largest, plan.size))
@@ -199,10 +197,7 @@ def share_data(runs: Sequence[Run], data_dir: str) -> Dict[str, Tuple[RenderOnce
             if split == "test" and run.data_seed is None:
                 run.data_seed = plan.seed
             run.data_specs[split] = copy.deepcopy(dict(spec))
-            read = {DATASET_SELECTOR_ALIAS: name, **plan.read_options(folder)}
-            if spec.get("label_subset") is not None:
-                read["label_subset"] = spec["label_subset"]
-            shared.append(f"data.{split}={json.dumps(read)}")
+            shared.append(f"data.{split}={json.dumps(found.read_spec)}")
         if shared:
             run.overrides = run.overrides + shared
             run.config = run_config(run.row.path, run.overrides)
