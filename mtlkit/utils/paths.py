@@ -9,6 +9,16 @@ from typing import Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+#: a stat mode test and what to call a path that passes it, in the order they are tried
+_KINDS = (
+    (stat.S_ISREG, "file"),
+    (stat.S_ISDIR, "folder"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISFIFO, "named pipe (FIFO)"),
+    (stat.S_ISSOCK, "socket"),
+)
+
 
 def kind_of(path: PathLike) -> str:
     """``"file"``, ``"folder"``, ``"missing"``, ``"broken link"``, ``"character
@@ -23,18 +33,9 @@ def kind_of(path: PathLike) -> str:
         return "missing"
     except OSError:
         return "unreadable"
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "folder"
-    if stat.S_ISCHR(mode):
-        return "character device"
-    if stat.S_ISBLK(mode):
-        return "block device"
-    if stat.S_ISFIFO(mode):
-        return "named pipe (FIFO)"
-    if stat.S_ISSOCK(mode):
-        return "socket"
+    for is_kind, kind in _KINDS:
+        if is_kind(mode):
+            return kind
     return "special file"
 
 
