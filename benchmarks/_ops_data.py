@@ -55,3 +55,33 @@ def random_head(batch: int, priors: torch.Tensor, classes: int = 21, seed: int =
     loc = torch.randn(batch, p, 4, generator=g) * 0.5
     conf = torch.randn(batch, p, classes, generator=g) * 2.0
     return loc, conf
+
+
+def per_class_loop_postprocess(loc, conf, priors, decode, nms, score_threshold=0.01, iou_threshold=0.45,
+                          top_k=200, keep=200):
+    """The usual per-image, per-class SSD post-processing loop (as in
+    torchvision's SSD), the baseline of mtlkit's fused ``ssd_postprocess``.
+
+    loc (B, P, 4), conf (B, P, C) with class 0 the background, priors (P, 4);
+    ``decode(loc[b], priors)`` -> (P, 4) boxes, ``nms(boxes, scores, iou)`` ->
+    kept indices. Returns per image (boxes (K, 4), scores (K,), labels (K,)),
+    at most ``keep`` detections, best first."""
+    out = []
+    for b in range(loc.shape[0]):
+        boxes = decode(loc[b], priors)
+        scores = torch.softmax(conf[b], dim=-1)
+        img_boxes, img_scores, img_labels = [], [], []
+        for c in range(1, scores.shape[1]):
+            s = scores[:, c]
+            idx = torch.where(s > score_threshold)[0]
+            s, bx = s[idx], boxes[idx]
+            s, order = s.topk(min(top_k, s.numel()))
+            bx = bx[order]
+            k = nms(bx, s, iou_threshold)
+            img_boxes.append(bx[k])
+            img_scores.append(s[k])
+            img_labels.append(torch.full((k.numel(),), c, dtype=torch.int64, device=s.device))
+        s = torch.cat(img_scores)
+        s, order = s.topk(min(keep, s.numel()))
+        out.append((torch.cat(img_boxes)[order], s, torch.cat(img_labels)[order]))
+    return out

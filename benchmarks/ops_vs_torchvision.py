@@ -24,7 +24,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-from _ops_data import random_boxes, random_head, ssd300_priors  # noqa: E402
+from _ops_data import per_class_loop_postprocess, random_boxes, random_head, ssd300_priors  # noqa: E402
 
 
 def load_mtlkit(ext: str | None) -> None:
@@ -59,27 +59,6 @@ def median_time(fn, rounds: int) -> float:
     return statistics.median(times)
 
 
-def tv_style(loc, conf, priors, decode, nms, score_threshold=0.01, iou_threshold=0.45, top_k=200, keep=200):
-    """torchvision-style SSD post-processing: per image softmax, per class filter, top-k, nms, keep."""
-    out = []
-    for b in range(loc.shape[0]):
-        boxes = decode(loc[b], priors)
-        scores = torch.softmax(conf[b], dim=-1)
-        ib, isc, il = [], [], []
-        for c in range(1, scores.shape[1]):
-            s = scores[:, c]
-            idx = torch.where(s > score_threshold)[0]
-            s, bx = s[idx], boxes[idx]
-            s, order = s.topk(min(top_k, s.numel()))
-            bx = bx[order]
-            k = nms(bx, s, iou_threshold)
-            ib.append(bx[k]), isc.append(s[k]), il.append(torch.full((k.numel(),), c, dtype=torch.int64))
-        s = torch.cat(isc)
-        s, order = s.topk(min(keep, s.numel()))
-        out.append((torch.cat(ib)[order], s, torch.cat(il)[order]))
-    return out
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ext", help="path of an mtlkit _C shared library built for this torch")
@@ -107,14 +86,14 @@ def main() -> int:
     def decode(l, p):
         return m.ssd_decode(l, p, 0.1, 0.2)
 
-    ref = tv_style(loc, conf, priors, decode, tv_nms)
+    ref = per_class_loop_postprocess(loc, conf, priors, decode, tv_nms)
     got = m.ssd_postprocess(loc, conf, priors, 0.01, 0.45, 200, 200, 0.1, 0.2)
     sizes = got[3].tolist()
     same = all(
         torch.equal(r[2], l) and torch.equal(r[1], s)
         for r, l, s in zip(ref, got[2].split(sizes), got[1].split(sizes))
     )
-    t_tv = median_time(lambda: tv_style(loc, conf, priors, decode, tv_nms), 3)
+    t_tv = median_time(lambda: per_class_loop_postprocess(loc, conf, priors, decode, tv_nms), 3)
     t_mt = median_time(lambda: m.ssd_postprocess(loc, conf, priors, 0.01, 0.45, 200, 200, 0.1, 0.2), 10)
     rows.append((f"ssd_postprocess B=32 P=8732 C=21 (same: {same})", t_tv, t_mt))
 

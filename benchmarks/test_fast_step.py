@@ -23,11 +23,8 @@ Run: ``python -m pytest benchmarks/test_fast_step.py -s -o addopts=``.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import time
 
-import numpy as np
 import pytest
 import torch
 
@@ -35,11 +32,12 @@ pytest.importorskip("pytest_benchmark")
 
 from mtlkit import build_model  # noqa: E402
 from mtlkit.config import load_config  # noqa: E402
-from mtlkit.data import collate  # noqa: E402
 from mtlkit.data.synthetic import SyntheticRooms  # noqa: E402
 from mtlkit.data.synthetic.cli import write_set  # noqa: E402
 from mtlkit.data.synthetic.generate import make_options  # noqa: E402
 from mtlkit.data.transforms import build_transforms  # noqa: E402
+
+from _step import seconds_per_step  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "synthetic", "rock.yaml")
@@ -75,24 +73,8 @@ def _step_time(cfg, datasets, pack=False, fused=False, bf16=False, channels_last
     transform = build_transforms(cfg["data"].get("augment"), cfg["data"]["image_size"], train=True)
     dataset = datasets[pack]
 
-    def step(index: int) -> None:
-        batch = collate([transform(dataset[i % len(dataset)], np.random.default_rng(i))
-                         for i in range(index * BATCH, (index + 1) * BATCH)])
-        images = batch["image"]
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
-            out = model(images)
-            total, _ = model.weighting(model.losses(out, batch))
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-
-    step(0)  # warm-up: allocator, oneDNN primitives
-    t0 = time.perf_counter()
-    for i in range(1, STEPS + 1):
-        step(i)
-    return (time.perf_counter() - t0) / STEPS
+    return seconds_per_step(model, optimizer, transform, dataset, BATCH, STEPS, bf16=bf16,
+                            channels_last=channels_last)
 
 
 @pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "plain"])

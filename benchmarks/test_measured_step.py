@@ -22,9 +22,7 @@ Run: ``python -m pytest benchmarks/test_measured_step.py -s -o addopts=``.
 from __future__ import annotations
 
 import os
-import time
 
-import numpy as np
 import pytest
 import torch
 
@@ -32,12 +30,13 @@ pytest.importorskip("pytest_benchmark")
 
 from mtlkit import build_model  # noqa: E402
 from mtlkit.config import load_config  # noqa: E402
-from mtlkit.data import collate  # noqa: E402
 from mtlkit.data.synthetic import SyntheticRooms  # noqa: E402
 from mtlkit.data.synthetic.cli import write_set  # noqa: E402
 from mtlkit.data.synthetic.generate import make_options  # noqa: E402
 from mtlkit.data.transforms import build_transforms  # noqa: E402
 from mtlkit.models.measured import measured_inputs  # noqa: E402
+
+from _step import seconds_per_step  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYNTH = os.path.join(ROOT, "configs", "synthetic")
@@ -71,22 +70,8 @@ def _step_time(row, overrides, dataset) -> float:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, fused=True)
     transform = build_transforms(cfg["data"].get("augment"), cfg["data"]["image_size"], train=True)
 
-    def step(index: int) -> None:
-        batch = collate([transform(dataset[i % len(dataset)], np.random.default_rng(i))
-                         for i in range(index * BATCH, (index + 1) * BATCH)])
-        images = batch["image"].contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model(images, **measured_inputs(model, batch))
-            total, _ = model.weighting(model.losses(out, batch))
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-
-    step(0)  # warm-up: allocator, oneDNN primitives
-    t0 = time.perf_counter()
-    for i in range(1, STEPS + 1):
-        step(i)
-    return (time.perf_counter() - t0) / STEPS
+    return seconds_per_step(model, optimizer, transform, dataset, BATCH, STEPS, bf16=True, channels_last=True,
+                            inputs=lambda batch: measured_inputs(model, batch))
 
 
 @pytest.mark.parametrize("variant", list(PAIRS))

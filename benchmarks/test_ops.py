@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import mtlkit.ops as ops  # noqa: E402
-from _ops_data import random_boxes, random_gt, random_head, ssd300_priors  # noqa: E402
+from _ops_data import per_class_loop_postprocess, random_boxes, random_gt, random_head, ssd300_priors  # noqa: E402
 
 pytestmark = pytest.mark.skipif(ops.backend() != "native", reason="native extension not active")
 
@@ -134,28 +134,8 @@ def test_ssd_decode(benchmark, impl):
     _run(benchmark, "ssd_decode B=32 P=8732", impl, lambda: ops.ssd_decode(loc, PRIORS, backend=be), 10)
 
 
-def torchvision_style_postprocess(loc, conf, priors, nms_fn, score_threshold=0.01, iou_threshold=0.45,
-                                  top_k=200, keep=200):
-    """The usual per-image SSD post-processing loop (as in torchvision's SSD)."""
-    out = []
-    for b in range(loc.shape[0]):
-        boxes = ops.ssd_decode(loc[b], priors, backend="torch")
-        scores = torch.softmax(conf[b], dim=-1)
-        img_boxes, img_scores, img_labels = [], [], []
-        for c in range(1, scores.shape[1]):
-            s = scores[:, c]
-            idx = torch.where(s > score_threshold)[0]
-            s, bx = s[idx], boxes[idx]
-            s, order = s.topk(min(top_k, s.numel()))
-            bx = bx[order]
-            k = nms_fn(bx, s, iou_threshold)
-            img_boxes.append(bx[k])
-            img_scores.append(s[k])
-            img_labels.append(torch.full((k.numel(),), c, dtype=torch.int64))
-        s = torch.cat(img_scores)
-        s, order = s.topk(min(keep, s.numel()))
-        out.append((torch.cat(img_boxes)[order], s, torch.cat(img_labels)[order]))
-    return out
+def _torch_decode(loc, priors):
+    return ops.ssd_decode(loc, priors, backend="torch")
 
 
 @pytest.mark.parametrize("impl", ["native", "torchvision-style", "reference"])
@@ -171,4 +151,4 @@ def test_ssd_postprocess(benchmark, impl):
     else:
         nms_fn = tv_nms if HAVE_TV else (lambda b, s, t: ops.nms(b, s, t, backend="native"))
         name = "tv-style (tv nms)" if HAVE_TV else "tv-style (native nms)"
-        _run(benchmark, case, name, lambda: torchvision_style_postprocess(loc, conf, PRIORS, nms_fn), 3)
+        _run(benchmark, case, name, lambda: per_class_loop_postprocess(loc, conf, PRIORS, _torch_decode, nms_fn), 3)

@@ -75,7 +75,8 @@ def _paper_block_params() -> int:
 @pytest.fixture(scope="module")
 def measured():
     warnings.filterwarnings("ignore")
-    threads, denormal = torch.get_num_threads(), torch.set_flush_denormal(True)
+    threads = torch.get_num_threads()
+    torch.set_flush_denormal(True)
     torch.set_num_threads(THREADS)
     models = {v: _model(v) for v in VARIANTS}
     images = torch.rand(1, 3, 480, 640)

@@ -3,7 +3,6 @@ one line naming the culprit, no traceback, and nothing written."""
 
 import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -12,31 +11,12 @@ from PIL import Image
 
 from mtlkit.cli import main as cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROCK = os.path.join(ROOT, "configs", "synthetic", "rock.yaml")
-SSD = os.path.join(ROOT, "configs", "synthetic", "ssd.yaml")
-TINY = """\
-_base_: [{base}]
-model: {{backbone: {{weights: null}}}}
-data:
-  train: {{type: synthetic, split: train, size: 4, seed: 0}}
-  val: {{type: synthetic, split: val, size: 2, seed: 0}}
-  image_size: [64, 96]
-  batch_size: 2
-  num_workers: 0
-train: {{iters: 1, log_every: 1, progress: false, plots: false, tensorboard: false}}
-eval: {{batch_size: 2}}
-"""
+from _tiny_run import ROCK, SSD, TINY, train_tiny
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hardening")
-    config = root / "tiny.yaml"
-    config.write_text(TINY.format(base=ROCK))
-    out = root / "run"
-    assert cli(["train", str(config), "--out", str(out)]) == 0
-    return config, out
+    return train_tiny(tmp_path_factory.mktemp("hardening"))
 
 
 def one_line_error(capsys, *needles):
