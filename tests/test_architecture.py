@@ -24,7 +24,6 @@ import os
 import re
 from typing import Dict, Iterator, List, Optional, Tuple
 
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: package -> its folder in the checkout

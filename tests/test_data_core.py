@@ -1,6 +1,5 @@
 """collate, build_dataset / build_split, TransformedDataset, build_loader."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -1,6 +1,5 @@
 """Transforms keep every modality consistent with the boxes and with each other."""
 
-import math
 
 import numpy as np
 import pytest
@@ -13,13 +12,13 @@ from mtlkit.data.transforms import (
     RandomHorizontalFlip,
     RandomSSDCrop,
     Resize,
-    box_iou,
     build_transforms,
     crop,
     expand,
     hflip,
 )
 from mtlkit.errors import ConfigError
+from mtlkit.ops.reference import box_iou
 
 H, W = 60, 80
 # label -> (box, depth, normal); boxes do not overlap

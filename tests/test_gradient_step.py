@@ -5,14 +5,12 @@ resume, and the trainer's choice of step."""
 
 import copy
 import json
-import math
 import os
 
 import pytest
 import torch
 
 from _gradient_fakes import GRAD_CFG, LabelledSet, ThreeTaskModel, grad_parts
-from mtlkit.engine import train
 from mtlkit.engine.gradient_step import GradientStep, Partition, reached_parameters, replayed
 from mtlkit.engine.hooks import HookBase
 from mtlkit.engine.step import TrainStep

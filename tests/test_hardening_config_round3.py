@@ -8,14 +8,13 @@ validation split): one ConfigError line, before anything is written."""
 import copy
 import os
 import threading
-import time
 
 import pytest
 
 from mtlkit.config import load_config, run_config
 from mtlkit.engine import train
 from mtlkit.errors import ConfigError, DataError
-from _engine_fakes import ENGINE_CFG, FakeDataset, fake_parts
+from _engine_fakes import ENGINE_CFG, fake_parts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROCK = os.path.join(ROOT, "configs", "synthetic", "rock.yaml")

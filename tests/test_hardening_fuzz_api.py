@@ -7,7 +7,6 @@ message from deep inside, never a NaN loss or boxes from NaN images."""
 import math
 import os
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings

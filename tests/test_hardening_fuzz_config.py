@@ -3,7 +3,6 @@ overrides give a validated config or one ConfigError line, never anything else."
 
 import os
 
-import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -6,7 +6,6 @@ folder's in test_hardening_outdir.py)."""
 import json
 import math
 import os
-import pickle
 import subprocess
 import sys
 import warnings
@@ -21,7 +20,7 @@ import mtlkit.ops as ops
 from mtlkit.config import load_config
 from mtlkit.engine.checkpoint import check_resumable, load_checkpoint, load_model_state
 from mtlkit.errors import DataError, MtlkitError
-from mtlkit.models.inputs import InputError, check_images
+from mtlkit.models.inputs import InputError
 from mtlkit.registry import PluginError, Registry, RegistryError, autoload_disabled, get_registry, reset_registry
 from mtlkit.task import labelled
 

@@ -6,8 +6,6 @@ the checkpoint's scene names), the ablation's and pretrain's output folders."""
 import copy
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch

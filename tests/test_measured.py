@@ -6,7 +6,6 @@ and the RGB-D SSD starts as the RGB-pre-trained SSD with a trainable extra chann
 import math
 import os
 
-import numpy as np
 import pytest
 import torch
 

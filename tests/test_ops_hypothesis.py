@@ -4,7 +4,6 @@ threshold are frequent; the oracle is brute force in Python floats."""
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

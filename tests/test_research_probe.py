@@ -4,7 +4,6 @@ trainer: crops of every box, deterministic accuracies per seed, its command line
 import json
 
 import pytest
-import torch
 
 from mtlkit.data.synthetic.cli import write_set
 from mtlkit.data.synthetic.generate import make_options

@@ -35,7 +35,6 @@ import torch.nn.functional as F
 
 from mtlkit.backbone import IMAGENET_MEAN  # the default fill of RandomExpand
 from mtlkit.errors import ConfigError
-from mtlkit.ops.reference import box_iou  # noqa: F401 - the crop's IoU (pure PyTorch, any backend)
 from mtlkit.registry import get_registry
 from mtlkit.schema import AUGMENT, AUGMENT_DEFAULTS  # noqa: F401 - AUGMENT_DEFAULTS also imported from here
 from mtlkit.task import SENSOR_PREFIX

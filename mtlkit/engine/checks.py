@@ -8,7 +8,7 @@ Every failure is a :class:`mtlkit.errors.MtlkitError` (``ConfigError`` /
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 

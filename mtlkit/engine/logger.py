@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Optional
 
 from tqdm import tqdm
 

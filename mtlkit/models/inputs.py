@@ -24,7 +24,7 @@ values are not checked in a training step on an accelerator).
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import nn

@@ -18,7 +18,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Mapping
-from typing import IO, Iterator, List, Optional, Union
+from typing import IO, Iterator, List, Union
 
 from mtlkit.errors import MtlkitError
 from mtlkit.utils.paths import kind_of
