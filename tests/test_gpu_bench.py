@@ -192,7 +192,7 @@ def test_dry_run_of_the_whole_script(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert payload["state"] == "done"
     stages = {r["stage"] for r in payload["rows"]}
-    assert stages == {"env", "pytest", "ops_exact", "ops_speed", "train", "infer"}
+    assert stages == {"env", "pytest", "ops_exact", "ops_speed", "train", "infer", "gradients"}
     assert not [r for r in payload["rows"] if r["ok"] is False]
     items = {r["item"]: r for r in payload["rows"]}
     assert items["ops_exact summary"]["ok"] is True
@@ -215,3 +215,17 @@ def test_dry_run_of_the_ablation_stage(tmp_path):
     items = {r["item"]: r for r in payload["rows"]}
     assert "ablation wall time" in items
     assert {"ablation ssd", "ablation flat_mtl", "ablation intensive_pooling", "ablation rock"} <= set(items)
+
+
+@pytest.mark.slow
+def test_dry_run_of_the_gradient_step_checks(tmp_path):
+    """benchmarks/gpu/gradient_step.py on the CPU (its --device cpu dry run): every check passes and
+    its JSON, in a folder it creates, has a row per check."""
+    out = tmp_path / "not-yet" / "there"
+    proc = subprocess.run([sys.executable, os.path.join(GPU_DIR, "gradient_step.py"), "--device", "cpu",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads((out / "gradient_step.json").read_text())
+    assert rows["device"] == "cpu"
+    rows = rows["results"]
+    assert len(rows) >= 20 and proc.stdout.rstrip().endswith(f"{len(rows)}/{len(rows)} passed")

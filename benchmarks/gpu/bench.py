@@ -135,6 +135,21 @@ def stage_infer(res: Results, profile: Profile, work: str, limit: float) -> None
     step.run_infer(res, profile)
 
 
+def stage_gradients(res: Results, profile: Profile, work: str, limit: float) -> None:
+    """gradient_step.py (the gradient step's checks: CUDA = CPU per method, fp16 with a GradScaler,
+    bf16, the overflow skip, step time per method) in a child process; one row per check."""
+    out = os.path.join(work, "gradients")
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "gradient_step.py"), "--device", profile.device,
+                           "--out", out], cwd=ROOT, capture_output=True, text=True, timeout=max(1.0, limit - 5))
+    print(((proc.stdout or "") + (proc.stderr or ""))[-3000:], flush=True)
+    path = os.path.join(out, "gradient_step.json")
+    checks = json.load(open(path))["results"] if os.path.exists(path) else []
+    for check in checks:
+        res.add(f"gradient step: {check['item']}", check["detail"], "", check["ok"], seconds=check["seconds"])
+    if proc.returncode != 0 and all(c["ok"] for c in checks):
+        res.add("gradient step checks", f"exit status {proc.returncode}", "0", False)
+
+
 def stage_ablation(res: Results, profile: Profile, work: str, limit: float) -> None:
     import ablation
 
@@ -142,7 +157,7 @@ def stage_ablation(res: Results, profile: Profile, work: str, limit: float) -> N
 
 
 RUNNERS = {"env": stage_env, "pytest": stage_pytest, "ops_exact": stage_ops_exact, "ops_speed": stage_ops_speed,
-           "train": stage_train, "infer": stage_infer, "ablation": stage_ablation}
+           "train": stage_train, "infer": stage_infer, "gradients": stage_gradients, "ablation": stage_ablation}
 
 
 def _run(cmd: List[str]) -> Optional[str]:

@@ -33,7 +33,9 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
+from _datasets import ListDataset  # noqa: E402
 from _gradient_fakes import GRAD_CFG, grad_parts  # noqa: E402
 from mtlkit.data import collate  # noqa: E402
 from mtlkit.engine.hooks import HookBase  # noqa: E402
@@ -43,17 +45,6 @@ from mtlkit.engine.trainer import Trainer  # noqa: E402
 ROCK = os.path.join(ROOT, "configs", "synthetic", "rock.yaml")
 METHODS = [("gcs", "representation"), ("gcs", "parameters"), ("pcgrad", "representation"),
            ("mgda", "parameters"), ("olaux", "representation"), ("famo", None), ("rlw", None)]
-
-
-class ListDataset(torch.utils.data.Dataset):
-    def __init__(self, samples):
-        self.samples = samples
-
-    def __len__(self):
-        return len(self.samples)
-
-    def __getitem__(self, index):
-        return self.samples[index]
 
 
 def rooms_like(n, height=120, width=160, seed=0):
@@ -121,6 +112,7 @@ def main():
     parser.add_argument("--out", default=".")
     parser.add_argument("--device", default="cuda")
     args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: nothing checked")

@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, Tuple
 
 #: the order the stages run in when none are named: the cheap correctness
-#: checks first, then the speed figures, the ablation last (and only on request)
-STAGES = ("env", "pytest", "ops_exact", "ops_speed", "train", "infer", "ablation")
+#: checks first, then the speed figures, the gradient step's CUDA checks (issue
+#: 17; what time is left), the ablation last (and only on request)
+STAGES = ("env", "pytest", "ops_exact", "ops_speed", "train", "infer", "gradients", "ablation")
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class Profile:
     budget: int = 420  # every stage together (the build comes before, in run.sh)
     stage_limits: Dict[str, int] = field(default_factory=lambda: {
         "env": 60, "pytest": 120, "ops_exact": 120, "ops_speed": 120, "train": 240,
-        "infer": 120, "ablation": 540})
+        "infer": 120, "gradients": 120, "ablation": 540})
     min_stage_seconds: int = 20  # a stage is skipped when less than this is left
 
     def to_dict(self) -> dict:
@@ -65,7 +66,7 @@ QUICK = replace(
     exact_sizes=(0, 1, 65, 20000), speed_sizes=(1000, 20000, 100_000), speed_reps=5,
     ablation_iters=80, budget=240,
     stage_limits={"env": 60, "pytest": 90, "ops_exact": 60, "ops_speed": 60, "train": 120,
-                  "infer": 60, "ablation": 400},
+                  "infer": 60, "gradients": 90, "ablation": 400},
 )
 
 # The same code on the CPU in CI time: tiny images (the smallest the paper's
@@ -78,7 +79,7 @@ DRY = replace(
     post_batch=2, speed_sizes=(500,), speed_reps=1, ablation_iters=2, ablation_seeds=(0,),
     ablation_train_size=4, ablation_test_size=2, ablation_jobs=1, budget=1800,
     stage_limits={"env": 300, "pytest": 300, "ops_exact": 300, "ops_speed": 300, "train": 600,
-                  "infer": 300, "ablation": 900},
+                  "infer": 300, "gradients": 300, "ablation": 900},
     min_stage_seconds=5,
 )
 

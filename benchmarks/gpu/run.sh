@@ -11,7 +11,7 @@
 #   --dry-run   the same code on the CPU with tiny sizes, no build (CI; also MTLKIT_GPU_DRY=1)
 #   --ablation  add the short ResNet-50 ablation (about 5 more minutes: better alone,
 #               --stages ablation, in a call of its own)
-#   --stages    only these stages: env,pytest,ops_exact,ops_speed,train,infer,ablation
+#   --stages    only these stages: env,pytest,ops_exact,ops_speed,train,infer,gradients,ablation
 #   --budget S  seconds for the stages together (default: the mode's, 420 / 240)
 #   --total S   the whole command ends within S seconds, the build included: the stages
 #               get what the build left (default 540 full, 330 quick; 0: no cap)
