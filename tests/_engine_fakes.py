@@ -19,6 +19,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from mtlkit.engine.hooks import HookBase
+
 ENGINE_CFG = {
     "train": {
         "iters": 6,
@@ -165,3 +167,15 @@ if __name__ == "__main__":
     parts = fake_parts(sleep=sleep, dropout=0.2)
     train(cfg, out, resume="--resume" in sys.argv, **parts)
     print("done", math.pi)
+
+
+class StopAt(HookBase):
+    """A hook that asks the run to stop after step ``iteration``, as SIGINT does
+    (every process stops after the next step's reduction)."""
+
+    def __init__(self, iteration: int):
+        self.iteration = iteration
+
+    def after_step(self):
+        if self.state.iter == self.iteration:
+            self.state.stop_requested = "test"

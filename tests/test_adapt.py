@@ -9,6 +9,7 @@ import os
 import pytest
 import torch
 
+from _engine_fakes import StopAt
 from mtlkit.adaptation import PARAMS, adabn, adapt
 from mtlkit.adaptation.hooks import StreamOnce, load_metric_state, metric_state
 from mtlkit.adaptation.params import moving_modules
@@ -18,7 +19,6 @@ from mtlkit.cli import main as cli
 from mtlkit.data import build_split, collate
 from mtlkit.engine.checkpoint import load_checkpoint
 from mtlkit.engine.evaluator import build_eval_model
-from mtlkit.engine.hooks import HookBase
 from mtlkit.engine.runtime import run_config
 from mtlkit.engine.trainer import train
 
@@ -193,21 +193,12 @@ def test_online_scores_every_test_image(sources, tmp_path):
     assert record["after"] != record["before"]
 
 
-class _StopAt(HookBase):
-    def __init__(self, at):
-        self.at = at
-
-    def after_step(self):
-        if self.state.iter == self.at:
-            self.state.stop_requested = "test"
-
-
 @pytest.mark.parametrize("mode", ["offline", "online"])
 def test_a_stopped_adaptation_resumes_exactly(sources, tmp_path, mode):
     steps = {"steps": 3} if mode == "offline" else {}
     whole = _adapt(sources, tmp_path, "whole", mode=mode, lr=1e-2, **steps)
     with pytest.raises(KeyboardInterrupt):
-        _adapt(sources, tmp_path, "parts", mode=mode, lr=1e-2, hooks=[_StopAt(1)], **steps)
+        _adapt(sources, tmp_path, "parts", mode=mode, lr=1e-2, hooks=[StopAt(1)], **steps)
     assert not os.path.exists(tmp_path / "parts" / "adapt.json")
     parts = _adapt(sources, tmp_path, "parts", mode=mode, lr=1e-2, resume=True, **steps)
     a, b = _state(tmp_path / "whole" / "last.pt"), _state(tmp_path / "parts" / "last.pt")

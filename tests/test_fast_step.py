@@ -192,7 +192,7 @@ def test_pretrain_runs_on_the_trainer_and_resumes_exactly(tiny_set, tmp_path):
 
     from mtlkit.commands.pretrain import DEFAULTS, PretrainNet, PretrainStep, pretrain_config
     from mtlkit.data import build_split
-    from mtlkit.engine.hooks import HookBase
+    from _engine_fakes import StopAt
     from mtlkit.engine.runtime import run_config
     from mtlkit.engine.trainer import Trainer
     from mtlkit.models.backbones.resnet import ResNetSmall
@@ -200,11 +200,6 @@ def test_pretrain_runs_on_the_trainer_and_resumes_exactly(tiny_set, tmp_path):
     options = {**DEFAULTS, "iters": 6, "batch_size": 2, "image_size": [48, 64], "crop_size": 32,
                "crops_per_batch": 4, "warmup_iters": 2}
     cfg = run_config(pretrain_config(tiny_set, options), ["train.log_every=1", "train.plots=false"])
-
-    class StopAfter(HookBase):  # what SIGINT does: ask, and every process stops after the next step
-        def after_step(self):
-            if self.state.iter == 2:
-                self.state.stop_requested = "test"
 
     def run(out, resume=False, hooks=()):
         train_set = build_split(cfg, "train", train=True, seed=0)
@@ -216,7 +211,7 @@ def test_pretrain_runs_on_the_trainer_and_resumes_exactly(tiny_set, tmp_path):
 
     run(tmp_path / "straight")
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "stopped", hooks=[StopAfter()])
+        run(tmp_path / "stopped", hooks=[StopAt(2)])
     assert torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)["iteration"] == 3
     run(tmp_path / "stopped", resume=True)
     a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)

@@ -10,6 +10,7 @@ import os
 import pytest
 import torch
 
+from _engine_fakes import StopAt
 from _gradient_fakes import GRAD_CFG, LabelledSet, ThreeTaskModel, grad_parts
 from mtlkit.engine.gradient_step import GradientStep, Partition, reached_parameters, replayed
 from mtlkit.engine.hooks import HookBase
@@ -347,15 +348,6 @@ def test_each_step_records_the_methods_coefficients(tmp_path):
     train_records = [r for r in records if r["event"] == "train"]
     assert [r["iter"] for r in train_records] == [2, 3]
     assert train_records[-1]["weights"] == weighting[-1]["weights"]
-
-
-class StopAt(HookBase):
-    def __init__(self, iteration):
-        self.iteration = iteration
-
-    def after_step(self):
-        if self.state.iter == self.iteration:
-            self.state.stop_requested = "test"
 
 
 @pytest.mark.parametrize("name,place", [("pcgrad", "representation"), ("olaux", "parameters"),

@@ -13,7 +13,7 @@ from mtlkit.engine import RunExists, TrainingDiverged, evaluate, train
 from mtlkit.engine.optim import LRSchedule, build_optimizer, lr_factor, milestones
 from mtlkit.engine.schema import TRAIN_DEFAULTS
 from mtlkit.engine.trainer import resolve_config, with_defaults
-from _engine_fakes import ENGINE_CFG, FakeDataset, FakeModel, fake_parts, final_weights
+from _engine_fakes import ENGINE_CFG, FakeDataset, FakeModel, StopAt, fake_parts, final_weights
 
 
 @pytest.fixture(autouse=True)
@@ -389,17 +389,10 @@ def test_a_hook_state_is_checkpointed_and_restored(tmp_path):
 
 
 def test_a_hook_can_stop_the_run_like_a_signal(tmp_path):
-    from mtlkit.engine.hooks import HookBase
-
-    class StopAt(HookBase):
-        def after_step(self):
-            if self.state.iter == 3:
-                self.state.stop_requested = "test"
-
     straight = tmp_path / "straight"
     train(cfg_with(iters=8), straight, **fake_parts(dropout=0.3))
     with pytest.raises(KeyboardInterrupt):
-        train(cfg_with(iters=8), tmp_path / "b", hooks=[StopAt()], **fake_parts(dropout=0.3))
+        train(cfg_with(iters=8), tmp_path / "b", hooks=[StopAt(3)], **fake_parts(dropout=0.3))
     # agreed in the next step's reduction: that step runs, then the checkpoint
     assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["iteration"] == 4
     train(cfg_with(iters=8), tmp_path / "b", resume=True, **fake_parts(dropout=0.3))
