@@ -1,9 +1,10 @@
-"""The training step the step benchmarks time."""
+"""The training step the step benchmarks time, and how they time a variant
+against its baseline."""
 from __future__ import annotations
 
 import contextlib
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -39,3 +40,15 @@ def seconds_per_step(model, optimizer, transform, dataset, batch_size: int, step
     for i in range(1, steps + 1):
         step(i)
     return (time.perf_counter() - t0) / steps
+
+
+def best_interleaved(benchmark, baseline: Callable[[], float], variant: Callable[[], float],
+                     rounds: int = 3) -> Tuple[float, float]:
+    """(best baseline, best variant) seconds over ``rounds`` interleaved
+    rounds: each round runs ``baseline()`` as pytest-benchmark's untimed setup,
+    then ``variant()`` timed, so load from other processes hits both alike.
+    Both callables return the seconds they measured themselves."""
+    base, mine = [], []
+    benchmark.pedantic(lambda: mine.append(variant()), setup=lambda: base.append(baseline()),
+                       rounds=rounds, iterations=1)
+    return min(base), min(mine)

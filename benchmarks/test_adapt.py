@@ -37,6 +37,7 @@ from mtlkit.config import load_config  # noqa: E402
 from mtlkit.data import build_split, collate  # noqa: E402
 from mtlkit.engine.precision import autocast  # noqa: E402
 from _datasets import ListDataset  # noqa: E402
+from _step import best_interleaved  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "synthetic", "rock.yaml")
@@ -87,16 +88,8 @@ def test_adapt_overhead_and_800_images(benchmark, setup, tmp_path):
     cfg, samples, test = setup
     _bare_loop(cfg, samples[:BATCH])  # warm-up
     runs = iter(range(100))
-    bare_times, adapt_times = [], []
-
-    def bare_round():
-        bare_times.append(_bare_loop(cfg, samples))
-
-    def run():
-        adapt_times.append(_adapt(cfg, samples, test, str(tmp_path / f"run{next(runs)}")))
-
-    benchmark.pedantic(run, setup=bare_round, rounds=3, iterations=1)
-    bare, ours = min(bare_times), min(adapt_times)
+    bare, ours = best_interleaved(benchmark, lambda: _bare_loop(cfg, samples),
+                                  lambda: _adapt(cfg, samples, test, str(tmp_path / f"run{next(runs)}")))
     images = ITERS * BATCH
     projected = 800 * ours / images
     benchmark.extra_info.update(bare_images_per_s=images / bare, adapt_images_per_s=images / ours,

@@ -37,7 +37,7 @@ from mtlkit.data.synthetic.cli import write_set  # noqa: E402
 from mtlkit.data.synthetic.generate import make_options  # noqa: E402
 from mtlkit.data.transforms import build_transforms  # noqa: E402
 
-from _step import seconds_per_step  # noqa: E402
+from _step import best_interleaved, seconds_per_step  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "synthetic", "rock.yaml")
@@ -80,19 +80,12 @@ def _step_time(cfg, datasets, pack=False, fused=False, bf16=False, channels_last
 @pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "plain"])
 def test_step_speedup(benchmark, setup, variant):
     cfg, datasets = setup
-    plain, mine = [], []
-
-    def plain_round():  # pytest-benchmark's untimed setup: interleaves the baseline
-        plain.append(_step_time(cfg, datasets))
-
-    def run():
-        mine.append(_step_time(cfg, datasets, **VARIANTS[variant]))
-
-    benchmark.pedantic(run, setup=plain_round, rounds=3, iterations=1)
-    ratio = min(plain) / min(mine)
-    benchmark.extra_info.update(variant=variant, speedup=ratio, plain_images_per_s=BATCH / min(plain),
-                                images_per_s=BATCH / min(mine))
-    print(f"\n{variant}: {BATCH / min(mine):.1f} img/s vs plain {BATCH / min(plain):.1f} img/s: "
+    plain, mine = best_interleaved(benchmark, lambda: _step_time(cfg, datasets),
+                                   lambda: _step_time(cfg, datasets, **VARIANTS[variant]))
+    ratio = plain / mine
+    benchmark.extra_info.update(variant=variant, speedup=ratio, plain_images_per_s=BATCH / plain,
+                                images_per_s=BATCH / mine)
+    print(f"\n{variant}: {BATCH / mine:.1f} img/s vs plain {BATCH / plain:.1f} img/s: "
           f"x{ratio:.2f}")
     if variant == "all":
         assert ratio >= TARGET_SPEEDUP

@@ -36,7 +36,7 @@ from mtlkit.data.synthetic.generate import make_options  # noqa: E402
 from mtlkit.data.transforms import build_transforms  # noqa: E402
 from mtlkit.models.measured import measured_inputs  # noqa: E402
 
-from _step import seconds_per_step  # noqa: E402
+from _step import best_interleaved, seconds_per_step  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYNTH = os.path.join(ROOT, "configs", "synthetic")
@@ -77,18 +77,11 @@ def _step_time(row, overrides, dataset) -> float:
 @pytest.mark.parametrize("variant", list(PAIRS))
 def test_measured_step_cost(benchmark, packs, variant):
     (row, overrides), base_row, base_reads_sensor = PAIRS[variant]
-    base, mine = [], []
-
-    def base_round():  # pytest-benchmark's untimed setup: interleaves the baseline
-        base.append(_step_time(base_row, [], packs[base_reads_sensor]))
-
-    def run():
-        mine.append(_step_time(row, overrides, packs[True]))
-
-    benchmark.pedantic(run, setup=base_round, rounds=3, iterations=1)
-    ratio = min(mine) / min(base)
-    benchmark.extra_info.update(variant=variant, time_ratio=ratio, base_images_per_s=BATCH / min(base),
-                                images_per_s=BATCH / min(mine))
-    print(f"\n{variant}: {BATCH / min(mine):.1f} img/s vs {base_row} {BATCH / min(base):.1f} img/s: "
+    base, mine = best_interleaved(benchmark, lambda: _step_time(base_row, [], packs[base_reads_sensor]),
+                                  lambda: _step_time(row, overrides, packs[True]))
+    ratio = mine / base
+    benchmark.extra_info.update(variant=variant, time_ratio=ratio, base_images_per_s=BATCH / base,
+                                images_per_s=BATCH / mine)
+    print(f"\n{variant}: {BATCH / mine:.1f} img/s vs {base_row} {BATCH / base:.1f} img/s: "
           f"time x{ratio:.2f}")
     assert ratio <= MAX_RATIO[variant]

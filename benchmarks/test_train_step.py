@@ -31,6 +31,7 @@ from mtlkit import build_model  # noqa: E402
 from mtlkit.config import load_config  # noqa: E402
 from mtlkit.data import build_split, collate  # noqa: E402
 from _datasets import ListDataset  # noqa: E402
+from _step import best_interleaved  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "synthetic", "rock.yaml")
@@ -80,17 +81,8 @@ def test_engine_overhead_vs_bare_loop(benchmark, setup, tmp_path):
     cfg, samples = setup
     _bare_loop(cfg, samples[:BATCH * 2])  # warm-up (allocator, kernels)
     runs = iter(range(100))
-    bare_times, engine_times = [], []
-
-    def bare_round():  # pytest-benchmark's untimed setup: interleaves the baseline
-        bare_times.append(_bare_loop(cfg, samples))
-
-    def run():
-        engine_times.append(_engine(cfg, samples, str(tmp_path / f"run{next(runs)}")))
-
-    # Interleaved rounds, best of each: load from other processes hits both alike.
-    benchmark.pedantic(run, setup=bare_round, rounds=3, iterations=1)
-    bare, engine = min(bare_times), min(engine_times)
+    bare, engine = best_interleaved(benchmark, lambda: _bare_loop(cfg, samples),
+                                    lambda: _engine(cfg, samples, str(tmp_path / f"run{next(runs)}")))
     ratio = engine / bare
     images = ITERS * BATCH
     benchmark.extra_info.update(bare_images_per_s=images / bare, engine_images_per_s=images / engine,
