@@ -40,6 +40,7 @@ import torch
 from mtlkit.adaptation import adapt
 from mtlkit.adaptation.targets import load_target
 from mtlkit.errors import run_guarded
+from mtlkit.research.summary import mean_std, paired
 from mtlkit.utils.io import atomic_write
 
 #: the checkout's configs (this tool runs from a checkout)
@@ -166,16 +167,6 @@ def choose(rows: Sequence[Mapping[str, Any]], method: str) -> Tuple[str, float, 
     return params, lr, means
 
 
-def _ms(values: Sequence[float]) -> str:
-    a = 100 * np.asarray(values, float)
-    return f"{a.mean():.1f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.1f}"
-
-
-def _paired(a: Sequence[float], b: Sequence[float]) -> str:
-    d = 100 * (np.asarray(a, float) - np.asarray(b, float))
-    return f"{d.mean():+.1f} ± {d.std(ddof=1) if len(d) > 1 else 0.0:.1f} ({int((d > 0).sum())}/{len(d)})"
-
-
 LABELS = {"none": "none", "adabn": "AdaBN", "tent": "TENT", "aux-offline": "aux, offline", "aux-online": "aux, online"}
 
 
@@ -196,8 +187,8 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
         src = by.get((model, "source", "none"), {})
         if src:
             seeds = sorted(src)
-            lines.append(f"| {model.upper()} | source | none | {_ms([src[s]['after']['AP50'] for s in seeds])} | "
-                         f"{_ms([src[s]['after']['AP'] for s in seeds])} | | | | | | |")
+            lines.append(f"| {model.upper()} | source | none | {mean_std([src[s]['after']['AP50'] for s in seeds])} | "
+                         f"{mean_std([src[s]['after']['AP'] for s in seeds])} | | | | | | |")
         for domain in ("dusk", "showroom"):
             none = by.get((model, domain, "none"), {})
             if not none:
@@ -211,20 +202,20 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
                 plain = lambda k: [none[s]["after"][k] for s in seeds]  # noqa: E731
                 gain = gain_ap = rec = vs = ""
                 if method != "none":
-                    gain, gain_ap = _paired(after("AP50"), plain("AP50")), _paired(after("AP"), plain("AP"))
+                    gain, gain_ap = paired(after("AP50"), plain("AP50")), paired(after("AP"), plain("AP"))
                     if src:
                         lost = sum(src[s]["after"]["AP50"] - none[s]["after"]["AP50"] for s in seeds)
                         won = sum(cell[s]["after"]["AP50"] - none[s]["after"]["AP50"] for s in seeds)
                         rec = f"{100 * won / lost:.0f} %" if lost > 0 else ""
                     ada = by.get((model, domain, "adabn"))
                     if method != "adabn" and ada and sorted(ada) == seeds:
-                        vs = _paired(after("AP50"), [ada[s]["after"]["AP50"] for s in seeds])
+                        vs = paired(after("AP50"), [ada[s]["after"]["AP50"] for s in seeds])
                 aux = []
                 for key, fmt in (("depth/abs_rel", "{:.3f}"), ("normals/mean", "{:.1f}")):
                     vals = [cell[s]["after"].get(key) for s in seeds]
                     aux.append(fmt.format(float(np.mean(vals))) if all(v is not None for v in vals) else "")
-                lines.append(f"| {model.upper()} | {domain} | {LABELS[method]} | {_ms(after('AP50'))} | "
-                             f"{_ms(after('AP'))} | {gain} | {gain_ap} | {rec} | {vs} | {aux[0]} | {aux[1]} |")
+                lines.append(f"| {model.upper()} | {domain} | {LABELS[method]} | {mean_std(after('AP50'))} | "
+                             f"{mean_std(after('AP'))} | {gain} | {gain_ap} | {rec} | {vs} | {aux[0]} | {aux[1]} |")
     return "\n".join(lines) + "\n"
 
 

@@ -40,7 +40,6 @@ import time
 from collections import defaultdict
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -54,6 +53,7 @@ from mtlkit.data.synthetic.writer import write_set
 from mtlkit.engine.evaluator import build_eval_model, evaluate_model
 from mtlkit.engine.runtime import resolve_config, select_device
 from mtlkit.errors import ConfigError, run_guarded
+from mtlkit.research.summary import mean_std, paired
 from mtlkit.utils.io import atomic_write
 
 METHODS = ("none", "adabn")
@@ -169,17 +169,6 @@ def score_run(run_dir: str, doms: Mapping[str, Mapping[str, Any]], split: str, m
     return rows
 
 
-def _mean_std(values: Sequence[float]) -> str:
-    a = 100 * np.asarray(values, float)
-    return f"{a.mean():.1f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.1f}"
-
-
-def _paired(a: Sequence[float], b: Sequence[float]) -> str:
-    d = 100 * (np.asarray(a, float) - np.asarray(b, float))
-    spread = d.std(ddof=1) if len(d) > 1 else 0.0
-    return f"{d.mean():+.1f} ± {spread:.1f} ({int((d > 0).sum())}/{len(d)})"
-
-
 def table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Markdown: per model, domain and method, mAP@0.5 and mAP@[.5:.95] (mean ±
     std over seeds), the paired change from the same model on the source (as
@@ -205,17 +194,17 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
                 src = by.get((model, "source", "none"), {})
                 vs = ["", ""]
                 if domain != "source" and all(s in src for s in seeds):
-                    vs = [_paired(get(cell, k), [src[s][k] for s in seeds]) for k in ("AP50", "AP")]
+                    vs = [paired(get(cell, k), [src[s][k] for s in seeds]) for k in ("AP50", "AP")]
                 same = ["", ""]
                 ref = by.get((model, domain + SOURCE_LOOK, "none"), {})
                 if ref and all(s in ref for s in seeds):
-                    same = [_paired(get(cell, k), [ref[s][k] for s in seeds]) for k in ("AP50", "AP")]
+                    same = [paired(get(cell, k), [ref[s][k] for s in seeds]) for k in ("AP50", "AP")]
                 gain = ["", ""]
                 plain = by.get((model, domain, "none"), {})
                 if method != "none" and all(s in plain for s in seeds):
-                    gain = [_paired(get(cell, k), [plain[s][k] for s in seeds]) for k in ("AP50", "AP")]
+                    gain = [paired(get(cell, k), [plain[s][k] for s in seeds]) for k in ("AP50", "AP")]
                 lines.append(f"| {model} | {domain} | {method} | {','.join(map(str, seeds))} | "
-                             f"{_mean_std(get(cell, 'AP50'))} | {_mean_std(get(cell, 'AP'))} | "
+                             f"{mean_std(get(cell, 'AP50'))} | {mean_std(get(cell, 'AP'))} | "
                              f"{vs[0]} | {vs[1]} | {same[0]} | {same[1]} | {gain[0]} | {gain[1]} |")
     return "\n".join(lines) + "\n"
 
