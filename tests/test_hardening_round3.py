@@ -24,6 +24,8 @@ from mtlkit.models.inputs import InputError
 from mtlkit.registry import PluginError, Registry, RegistryError, autoload_disabled, get_registry, reset_registry
 from mtlkit.task import labelled
 
+from _tasks import InertTask
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROCK = os.path.join(ROOT, "configs", "synthetic", "rock.yaml")
 SMALL = ["data.image_size=[64,96]", "model.backbone.weights=null"]
@@ -102,22 +104,11 @@ def test_a_load_state_dict_error_keeps_its_detail_on_one_line(rock):
 
 
 # -- plugins ------------------------------------------------------------------------------
-class _Centres(mtlkit.task.Task):
-    def loss(self, prediction, batch):
-        return prediction.sum() * 0
-
-    def postprocess(self, prediction, image_size):
-        return prediction
-
-    def new_metric(self):
-        return None
-
-
 def test_a_misspelt_or_unmarked_hook_is_refused_not_silently_ignored():
     class Misspelt:
         @mtlkit.hookimpl
         def mtlkit_register_task(self, registry):  # no final s
-            registry.add("centres", _Centres)
+            registry.add("centres", InertTask)
 
     with pytest.raises(PluginError, match=r"defines mtlkit_register_task\(\), which is not an mtlkit hook "
                                           r"\(did you mean 'mtlkit_register_tasks'\?\)"):
@@ -125,7 +116,7 @@ def test_a_misspelt_or_unmarked_hook_is_refused_not_silently_ignored():
 
     class Unmarked:
         def mtlkit_register_tasks(self, registry):
-            registry.add("centres", _Centres)
+            registry.add("centres", InertTask)
 
     with pytest.raises(PluginError, match=r"mtlkit_register_tasks\(\) is not marked with @mtlkit.hookimpl"):
         Registry().register_plugin(Unmarked(), "unmarked")
@@ -141,7 +132,7 @@ def test_a_hook_failing_midway_leaves_nothing_registered():
     class Half:
         @mtlkit.hookimpl
         def mtlkit_register_tasks(self, registry):
-            registry.add("first", _Centres)
+            registry.add("first", InertTask)
             raise RuntimeError("the plugin's own bug")
 
     registry = Registry()
@@ -152,10 +143,10 @@ def test_a_hook_failing_midway_leaves_nothing_registered():
     class Whole:
         @mtlkit.hookimpl
         def mtlkit_register_tasks(self, registry):
-            registry.add("first", _Centres)  # the name is free again
+            registry.add("first", InertTask)  # the name is free again
 
     registry.register_plugin(Whole(), "whole")
-    assert registry.get("task", "first") is _Centres
+    assert registry.get("task", "first") is InertTask
 
 
 def test_a_component_without_forward_is_refused_naming_the_plugin():

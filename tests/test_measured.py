@@ -17,6 +17,8 @@ from mtlkit.models.backbones.common import read_state_dict
 from mtlkit.models.measured import MeasuredBlockInput, draw_present, measured_inputs
 from mtlkit.resolved import resolve_config
 from mtlkit.task import AuxiliaryTask, sensor_view
+
+from _tasks import InertMethods
 from mtlkit_plugins.auxiliary_tasks import DepthTask, NormalsTask, SceneTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -226,21 +228,12 @@ def test_ssd_rgbd_checkpoint_round_trip_keeps_the_extra_channel(tmp_path):
     assert torch.equal(other.backbone.conv1_extra, rgbd.backbone.conv1_extra)
 
 
-class NotMeasurable(AuxiliaryTask):
+class NotMeasurable(InertMethods, AuxiliaryTask):
     defaults = {"group": 1}
 
     @property
     def out_channels(self):
         return 1
-
-    def loss(self, prediction, batch):
-        return prediction.sum() * 0
-
-    def postprocess(self, prediction, image_size):
-        return prediction
-
-    def new_metric(self):
-        return None
 
 
 def test_tasks_say_whether_they_can_be_measured(fresh_registry):

@@ -11,7 +11,8 @@ import pytest
 
 import mtlkit
 from mtlkit.registry import BUILTIN_MODULES, KINDS, PluginError, Registry, RegistryError, get_registry
-from mtlkit.task import Task
+
+from _tasks import InertTask
 
 TOY_PLUGIN = """
     from mtlkit import hookimpl
@@ -125,29 +126,16 @@ def test_autoload_switch_loads_builtins_only(plugin_site, monkeypatch):
         m.rsplit(".", 1)[1] for m in BUILTIN_MODULES}
 
 
-class _Centres(Task):
-    """A minimal real task: the registry only checks the kind."""
-
-    def loss(self, prediction, batch):
-        return prediction.sum() * 0
-
-    def postprocess(self, prediction, image_size):
-        return prediction
-
-    def new_metric(self):
-        return None
-
-
 def test_in_place_plugin_and_lookup_errors():
     registry = Registry()
 
     class Plugin:
         @mtlkit.hookimpl
         def mtlkit_register_tasks(self, registry):
-            registry.add("centres", _Centres)
+            registry.add("centres", InertTask)
 
     registry.register_plugin(Plugin(), "local-plugin")
-    assert registry.get("task", "centres") is _Centres
+    assert registry.get("task", "centres") is InertTask
     assert registry.names("task") == ["centres"]
     with pytest.raises(RegistryError, match=r"unknown task 'centre' \(did you mean 'centres'\?\)"):
         registry.get("task", "centre")
@@ -235,12 +223,12 @@ def test_hooks_are_called_through_pluggy_once_per_plugin():
     class First:
         @mtlkit.hookimpl
         def mtlkit_register_tasks(self, registry):
-            registry.add("centres", _Centres)
+            registry.add("centres", InertTask)
 
     class Second:
         @mtlkit.hookimpl
         def mtlkit_register_tasks(self, registry):
-            registry.add("centres_too", _Centres)
+            registry.add("centres_too", InertTask)
 
     registry.register_plugin(First(), "first")
     registry.register_plugin(Second(), "second")  # "first" is not called again: no duplicate
@@ -258,7 +246,7 @@ def test_an_unhashable_plugin_object_registers_and_later_plugins_still_do(make_p
     import types
 
     def register_tasks(registry):
-        registry.add("centres", _Centres)
+        registry.add("centres", InertTask)
 
     if make_plugin == "namespace":
         plugin = types.SimpleNamespace(mtlkit_register_tasks=mtlkit.hookimpl(register_tasks))
@@ -280,9 +268,9 @@ def test_an_unhashable_plugin_object_registers_and_later_plugins_still_do(make_p
     class Later:
         @mtlkit.hookimpl
         def mtlkit_register_tasks(self, registry):
-            registry.add("centres_too", _Centres)
+            registry.add("centres_too", InertTask)
 
     registry.register_plugin(Later(), "later")
     assert registry.names("task") == ["centres", "centres_too"]
-    assert registry.get("task", "centres") is _Centres
+    assert registry.get("task", "centres") is InertTask
     assert registry.pm.has_plugin("unhashable")
